@@ -1,0 +1,23 @@
+"""WSGI entry point: ``app`` for Waitress, Gunicorn and uWSGI; ``python app.py`` runs the development server.
+
+The model loads when this module is imported, i.e. in each server worker after it forks (never in a
+preloading master: CUDA does not survive a fork).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sam_droplet.errors import ConfigError, StartupError
+from sam_droplet.factory import create_app
+
+try:
+    app = create_app()
+except (ConfigError, StartupError) as exc:
+    # One clear line instead of a traceback, then a non-zero exit that servers report.
+    print(f"sam-droplet: cannot start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+if __name__ == "__main__":
+    cfg = app.config["SAM_DROPLET"]
+    app.run(host=cfg.host, port=cfg.port, debug=cfg.debug, use_reloader=False)

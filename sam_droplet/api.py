@@ -1,0 +1,267 @@
+"""HTTP API blueprint: the only module that knows about requests, form fields and status codes.
+
+Routes: ``GET /`` (upload page), ``GET /health``, ``GET /defaults``, ``POST /segment_file``
+(multipart), ``POST /segment`` (JSON with a base64 image), ``POST /analyze_image``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import re
+import time
+from pathlib import PurePath
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+from . import __version__
+from .config import Config
+from .decode import decode_image
+from .errors import InvalidImage, InvalidOptions
+from .export import result_json, to_coco, to_csv, to_label_png, to_overlay_png
+from .filters import DEFAULT_FILTERS, FILTER_KEYS, PRESETS
+from .pipeline import Engine, SegmentationResult, SegmentOptions
+
+__all__ = ["FORMATS", "bp"]
+
+bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
+
+FORMATS = ("json", "csv", "labels", "overlay", "coco")
+OPTION_FIELDS = ("filters", "preset", "segmenter", "um_per_px", "format", "appearance")
+
+
+def engine() -> Engine:
+    return current_app.extensions["sam_droplet"]
+
+
+def settings() -> Config:
+    return current_app.config["SAM_DROPLET"]
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+def _reject_unknown(given: set[str], accepted: tuple[str, ...], where: str) -> None:
+    unknown = sorted(given - set(accepted))
+    if unknown:
+        raise InvalidOptions(
+            f"unknown {where} {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}",
+            details={"accepted": list(accepted)},
+        )
+
+
+def _parse_json_text(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidOptions(f"{name} is not valid JSON: {exc}"[:300]) from None
+
+
+def _as_float(name: str, value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise InvalidOptions(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptions(f"{name} must be a number, got {value!r}"[:200]) from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidOptions(f"{name} must be a positive number, got {value!r}"[:200])
+    return number
+
+
+def _as_text(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidOptions(f"{name} must be a string, got {type(value).__name__}")
+    return value.strip().lower()
+
+
+def _options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
+    """SegmentOptions and output format from form fields or JSON keys."""
+    filters = raw.get("filters")
+    if isinstance(filters, str):
+        filters = _parse_json_text("filters", filters) if filters.strip() else None
+    if filters is not None and not isinstance(filters, dict):
+        raise InvalidOptions(f"filters must be a JSON object, got {type(filters).__name__}")
+    fmt = _as_text("format", raw.get("format")) or "json"
+    if fmt not in FORMATS:
+        raise InvalidOptions(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
+    options = SegmentOptions(
+        segmenter=_as_text("segmenter", raw.get("segmenter")),
+        filters=filters,
+        preset=_as_text("preset", raw.get("preset")),
+        um_per_px=_as_float("um_per_px", raw.get("um_per_px")),
+        appearance=_as_text("appearance", raw.get("appearance")),
+    )
+    options.validate()
+    return options, fmt
+
+
+def _upload() -> tuple[bytes, str, dict[str, Any]]:
+    """(file bytes, file name, option fields) of a multipart upload."""
+    if not request.files and not request.form:
+        raise InvalidOptions("send the image as multipart/form-data with the field 'file'")
+    _reject_unknown(set(request.files), ("file",), "file field(s)")
+    _reject_unknown(set(request.form), OPTION_FIELDS, "form field(s)")
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidOptions("missing the form field 'file' with the image")
+    return upload.read(), upload.filename or "image", {k: request.form.get(k) for k in request.form}
+
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+
+
+def _json_body(accepted: tuple[str, ...]) -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True) if request.data else None
+    if not isinstance(body, dict):
+        raise InvalidOptions("send a JSON object with the key 'image' (a data URL or base64 string)")
+    _reject_unknown(set(body), accepted, "JSON key(s)")
+    return body
+
+
+def _base64_image(value: Any) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidImage("'image' must be a non-empty string: a data URL or base64 data")
+    text = _DATA_URL.sub("", value.strip(), count=1)
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("'image' is not valid base64") from None
+
+
+def _decode(data: bytes):
+    t0 = time.perf_counter()
+    image = decode_image(data, settings().max_image_pixels)
+    return image, (time.perf_counter() - t0) * 1000
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def _respond(result: SegmentationResult, fmt: str, name: str, started: float) -> Response:
+    t0 = time.perf_counter()
+    stem = re.sub(r"[^\w.-]+", "_", PurePath(name).stem)[:80] or "image"
+    kept = result.kept
+    if fmt == "json":
+        body = result_json(result)
+        result.timing_ms["serialize"] = (time.perf_counter() - t0) * 1000
+        body["timing_ms"] = {k: round(v, 1) for k, v in result.timing_ms.items()}
+        response = jsonify(body)
+    elif fmt == "coco":
+        response = jsonify(to_coco(kept, result.shape, file_name=name))
+        response.headers["Content-Disposition"] = f'attachment; filename="{stem}_coco.json"'
+    elif fmt == "csv":
+        response = Response(to_csv(kept, result.um_per_px), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="{stem}_droplets.csv"'
+    elif fmt == "labels":
+        response = Response(to_label_png(kept, result.shape), mimetype="image/png")
+        response.headers["Content-Disposition"] = f'attachment; filename="{stem}_labels.png"'
+    else:
+        response = Response(to_overlay_png(result.image.rgb8, kept, result.removed), mimetype="image/png")
+        response.headers["Content-Disposition"] = f'attachment; filename="{stem}_overlay.png"'
+    response.headers["X-Droplet-Count"] = str(len(kept))
+    response.headers["X-Segmenter"] = result.segmenter
+    response.headers["X-Processing-Ms"] = f"{(time.perf_counter() - started) * 1000:.0f}"
+    return response
+
+
+def _segment(data: bytes, name: str, raw: dict[str, Any]) -> Response:
+    started = time.perf_counter()
+    options, fmt = _options(raw)  # bad options fail before the image is decoded
+    image, decode_ms = _decode(data)
+    result = engine().segment(image, options)
+    result.timing_ms = {"decode": decode_ms, **result.timing_ms}
+    return _respond(result, fmt, name, started)
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    eng = engine()
+    return render_template(
+        "index.html",
+        version=__version__,
+        segmenters=eng.available_segmenters,
+        default_segmenter=eng.default_segmenter,
+        presets=PRESETS,
+        max_upload_mb=settings().max_upload_mb,
+    )
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    info = {**engine().health(), "version": __version__}
+    code = 200 if info["status"] in ("ok", "degraded") else 503
+    return jsonify(info), code
+
+
+@bp.get("/defaults")
+def defaults() -> Response:
+    eng = engine()
+    return jsonify(
+        {
+            "filters": DEFAULT_FILTERS,
+            "filter_keys": {k: {"type": kind, "description": desc} for k, (kind, desc) in FILTER_KEYS.items()},
+            "presets": {
+                name: {"description": p.description, "filters": p.filters, "appearance": p.appearance}
+                for name, p in PRESETS.items()
+            },
+            "segmenters": eng.available_segmenters,
+            "default_segmenter": eng.default_segmenter,
+            "appearances": ["auto", "rim", "bright", "dark"],
+            "formats": list(FORMATS),
+            "limits": {
+                "max_upload_mb": settings().max_upload_mb,
+                "max_image_pixels": settings().max_image_pixels,
+                "image_types": ["PNG", "JPEG", "TIFF", "BMP", "WebP"],
+            },
+        }
+    )
+
+
+@bp.post("/segment_file")
+def segment_file() -> Response:
+    data, name, fields = _upload()
+    return _segment(data, name, fields)
+
+
+@bp.post("/segment")
+def segment_json() -> Response:
+    body = _json_body(("image", "filename", *OPTION_FIELDS))
+    data = _base64_image(body.get("image"))
+    return _segment(data, str(body.get("filename") or "image"), body)
+
+
+@bp.post("/analyze_image")
+def analyze_image() -> Response:
+    if request.is_json:
+        body = _json_body(("image",))
+        data = _base64_image(body.get("image"))
+    else:
+        data, _, fields = _upload()
+        _reject_unknown(set(fields), (), "form field(s)")
+    image, decode_ms = _decode(data)
+    out = engine().analyze(image)
+    out["timing_ms"] = {"decode": round(decode_ms, 1), **out["timing_ms"]}
+    return jsonify({"success": True, **out})
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return jsonify({"success": False, "error": error}), status

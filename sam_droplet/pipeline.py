@@ -1,0 +1,313 @@
+"""The segmentation pipeline: decode, detect, refine with SAM, resolve, measure, filter.
+
+:class:`Engine` is built once per process at startup (:meth:`Engine.start`) and holds what a
+request must not rebuild: the configuration and the loaded SAM model. Requests never mutate it;
+everything a request computes lives in its own :class:`SegmentationResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import SEGMENTERS, Config
+from .decode import DecodedImage
+from .detect import APPEARANCES, DetectionParams, detect_droplets
+from .errors import InvalidOptions, NotReady, StartupError
+from .filters import PRESETS, FilterSpec, apply_filters, resolve_filters
+from .instances import resolve_overlaps
+from .measure import Droplet, measure_droplets, summarize
+from .model import CheckpointError, LoadedModel, load_sam
+
+__all__ = ["Engine", "SegmentOptions", "SegmentationResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """What a request asks for (already parsed from HTTP or the command line).
+
+    Attributes:
+        segmenter: auto, sam, classical or grid; None for the service default.
+        filters: user filters (a JSON object), merged over the preset's.
+        preset: a name from :data:`sam_droplet.filters.PRESETS`; None for ``default``.
+        um_per_px: calibration in micrometres per pixel; None when uncalibrated.
+        appearance: detector hint (auto, rim, bright, dark); None takes the preset's.
+    """
+
+    segmenter: str | None = None
+    filters: dict[str, Any] | None = None
+    preset: str | None = None
+    um_per_px: float | None = None
+    appearance: str | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidOptions` for values outside what each option accepts."""
+        if self.segmenter is not None and self.segmenter not in SEGMENTERS:
+            raise InvalidOptions(f"unknown segmenter {self.segmenter!r}; accepted: {', '.join(SEGMENTERS)}")
+        if self.um_per_px is not None:
+            value = self.um_per_px
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InvalidOptions(f"um_per_px must be a positive number (micrometres per pixel), got {value!r}")
+        if self.appearance is not None and self.appearance not in APPEARANCES:
+            raise InvalidOptions(f"unknown appearance {self.appearance!r}; accepted: {', '.join(APPEARANCES)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise InvalidOptions(f"unknown preset {self.preset!r}; accepted: {', '.join(PRESETS)}")
+
+
+@dataclass
+class SegmentationResult:
+    """Everything one segmentation produced.
+
+    Attributes:
+        image: the decoded input.
+        segmenter: the segmenter that ran (auto resolved).
+        droplets: all droplets, ``removed_reason`` set on those a filter removed.
+        filters: the filters applied; ``preset`` the preset they came from.
+        um_per_px: calibration, or None.
+        timing_ms: milliseconds per stage.
+        details: per-stage facts (detector cue, SAM prompts and fallbacks, overlap resolution).
+    """
+
+    image: DecodedImage
+    segmenter: str
+    model: dict[str, Any] | None
+    droplets: list[Droplet]
+    filters: FilterSpec
+    preset: str
+    um_per_px: float | None
+    removed_counts: dict[str, int]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> list[Droplet]:
+        return [d for d in self.droplets if d.removed_reason is None]
+
+    @property
+    def removed(self) -> list[Droplet]:
+        return [d for d in self.droplets if d.removed_reason is not None]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.image.height, self.image.width)
+
+    def summary(self) -> dict[str, Any]:
+        out = summarize(self.kept, self.shape, self.um_per_px, self.removed_counts)
+        out["timing_ms"] = {k: round(v, 1) for k, v in self.timing_ms.items()}
+        out.update(self.details)
+        return out
+
+
+class Engine:
+    """The per-process segmentation service: configuration plus the loaded model (if any).
+
+    Attributes:
+        config: the settings it was started with.
+        model: the loaded SAM model, or None.
+        status: ``ok``, or ``degraded`` when SEGMENTER=auto fell back to classical.
+        status_reason: why it is degraded.
+    """
+
+    def __init__(
+        self, config: Config, model: LoadedModel | None = None, status: str = "ok", status_reason: str | None = None
+    ):
+        self.config = config
+        self.model = model
+        self.status = status
+        self.status_reason = status_reason
+        self.started = time.time()
+        # One inference at a time per process: torch already uses every core for one image.
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def start(cls, config: Config) -> Engine:
+        """Build the engine and load the model as SEGMENTER asks.
+
+        ``classical`` loads nothing; ``sam`` and ``grid`` need the checkpoint and raise
+        :class:`StartupError` without it; ``auto`` loads it when it can and otherwise serves with the
+        classical segmenter, reporting ``degraded``.
+        """
+        if config.segmenter == "classical":
+            return cls(config)
+        try:
+            model = load_sam(config.model_path, config.model_type, config.device, config.torch_threads)
+        except CheckpointError as exc:
+            if config.segmenter in ("sam", "grid"):
+                raise StartupError(f"SEGMENTER={config.segmenter} needs SAM: {exc}") from None
+            log.warning("SAM not loaded, serving with the classical segmenter: %s", exc)
+            return cls(config, status="degraded", status_reason=str(exc))
+        return cls(config, model=model)
+
+    @property
+    def default_segmenter(self) -> str:
+        if self.config.segmenter == "auto":
+            return "sam" if self.model is not None else "classical"
+        return self.config.segmenter
+
+    @property
+    def available_segmenters(self) -> list[str]:
+        return ["auto", "sam", "classical", "grid"] if self.model is not None else ["auto", "classical"]
+
+    def health(self) -> dict[str, Any]:
+        """Facts for /health (process memory and CUDA memory included)."""
+        import psutil
+
+        info: dict[str, Any] = {
+            "status": self.status,
+            "model_loaded": self.model is not None,
+            "segmenter": self.default_segmenter,
+            "available_segmenters": self.available_segmenters,
+            "model_type": self.config.model_type if self.model is not None else None,
+            "checkpoint": str(self.model.checkpoint) if self.model is not None else None,
+            "device": str(self.model.device) if self.model is not None else "cpu",
+            "cuda": None,
+            "uptime_s": round(time.time() - self.started, 1),
+            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+        }
+        if self.status_reason:
+            info["reason"] = self.status_reason
+        if self.model is not None and self.model.device.type == "cuda":
+            import torch
+
+            idx = self.model.device.index or 0
+            free, total = torch.cuda.mem_get_info(idx)
+            info["cuda"] = {
+                "name": torch.cuda.get_device_name(idx),
+                "memory_allocated_mb": round(torch.cuda.memory_allocated(idx) / 2**20, 1),
+                "memory_reserved_mb": round(torch.cuda.memory_reserved(idx) / 2**20, 1),
+                "memory_free_mb": round(free / 2**20, 1),
+                "memory_total_mb": round(total / 2**20, 1),
+            }
+        return info
+
+    # -- segmentation ----------------------------------------------------------------------------
+
+    def resolve_segmenter(self, requested: str | None) -> str:
+        name = requested or self.config.segmenter
+        if name == "auto":
+            return self.default_segmenter
+        if name in ("sam", "grid") and self.model is None:
+            reason = self.status_reason or "the service runs with SEGMENTER=classical"
+            raise NotReady(f"the {name} segmenter needs the SAM model, which is not loaded: {reason}")
+        return name
+
+    def segment(self, image: DecodedImage, options: SegmentOptions) -> SegmentationResult:
+        """Run the whole pipeline on a decoded image; options are validated before any work."""
+        options.validate()
+        segmenter = self.resolve_segmenter(options.segmenter)
+        spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
+        appearance = options.appearance or PRESETS[preset].appearance
+        timing: dict[str, float] = {}
+        details: dict[str, Any] = {}
+
+        t0 = time.perf_counter()
+        if segmenter == "grid":
+            from .grid import segment_grid
+
+            with self._model_lock:
+                raw, grid_stats = segment_grid(
+                    self.model, image.rgb8, self.config.grid_points_per_side, self.config.grid_crop_n_layers
+                )
+            timing["grid"] = (time.perf_counter() - t0) * 1000
+            details["grid"] = grid_stats.as_dict()
+        else:
+            detection = detect_droplets(image.gray, DetectionParams(appearance=appearance))
+            timing["detect"] = (time.perf_counter() - t0) * 1000
+            details["detector"] = {
+                "appearance": detection.appearance,
+                "proposals": detection.n_proposals,
+                "droplets": len(detection.instances),
+            }
+            raw = detection.instances
+            if segmenter == "sam":
+                from .refine import SamRefiner
+
+                t1 = time.perf_counter()
+                refiner = SamRefiner(self.model, batch_size=self.config.sam_batch_size)
+                with self._model_lock:
+                    raw, refine_stats = refiner.refine(image.rgb8, raw)
+                timing["refine"] = (time.perf_counter() - t1) * 1000
+                timing.update({f"refine_{k}": v for k, v in refine_stats.timing_ms.items()})
+                details["sam"] = refine_stats.as_dict()
+
+        t0 = time.perf_counter()
+        instances, report = resolve_overlaps(raw)
+        timing["postprocess"] = (time.perf_counter() - t0) * 1000
+        details["resolved"] = report.as_dict()
+
+        t0 = time.perf_counter()
+        droplets = measure_droplets(instances, image.gray)
+        timing["measure"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        removed_counts = apply_filters(droplets, spec, options.um_per_px)
+        timing["filter"] = (time.perf_counter() - t0) * 1000
+
+        return SegmentationResult(
+            image=image,
+            segmenter=segmenter,
+            model=self.model.describe() if self.model is not None and segmenter != "classical" else None,
+            droplets=droplets,
+            filters=spec,
+            preset=preset,
+            um_per_px=options.um_per_px,
+            removed_counts=removed_counts,
+            timing_ms=timing,
+            details=details,
+        )
+
+    def analyze(self, image: DecodedImage) -> dict[str, Any]:
+        """Quick look at an image: size, intensity histogram, droplet size estimate, suggested filters."""
+        t0 = time.perf_counter()
+        gray = image.gray
+        lo, hi = float(gray.min()), float(gray.max())
+        counts, edges = np.histogram(gray, bins=64, range=(lo, hi if hi > lo else lo + 1))
+        detection = detect_droplets(gray)
+        h, w = gray.shape
+        # Droplets cut by the border would widen the size distribution: leave them out.
+        whole = [i for i in detection.instances if i.x0 > 0 and i.y0 > 0 and i.x1 < w and i.y1 < h]
+        diameters = np.array([2 * math.sqrt(i.area / math.pi) for i in whole])
+        estimate = float(np.median(diameters)) if diameters.size else None
+        # Robust spread: interquartile range over the median (0.1 for a CV of about 7 %).
+        q1, q3 = np.percentile(diameters, [25, 75]) if diameters.size >= 4 else (0.0, 0.0)
+        robust_cv = float((q3 - q1) / 1.349 / estimate) if estimate and diameters.size >= 4 else None
+        area_fraction = float(sum(i.area for i in detection.instances)) / gray.size
+        if detection.appearance == "bright":
+            preset = "bright_droplets"
+        elif detection.appearance == "dark":
+            preset = "dark_droplets"
+        elif area_fraction > 0.4 and robust_cv is not None and robust_cv < 0.1:
+            preset = "packed_monolayer"
+        else:
+            preset = "polydisperse"
+        suggested: dict[str, Any] = dict(PRESETS[preset].filters)
+        if estimate:
+            suggested.update(
+                {"diameter_min": round(0.5 * estimate, 1), "diameter_max": round(2.0 * estimate, 1), "units": "px"}
+            )
+        return {
+            "image": image.info(),
+            "intensity": {
+                "min": lo,
+                "max": hi,
+                "mean": float(gray.mean()),
+                "std": float(gray.std()),
+                "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+            },
+            "appearance": detection.appearance,
+            "estimated_droplets": len(detection.instances),
+            "estimated_diameter_px": round(estimate, 2) if estimate else None,
+            "diameter_robust_cv": round(robust_cv, 4) if robust_cv is not None else None,
+            "area_fraction": round(area_fraction, 4),
+            "suggested_preset": preset,
+            "suggested_filters": suggested,
+            "timing_ms": {"analyze": round((time.perf_counter() - t0) * 1000, 1)},
+        }

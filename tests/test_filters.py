@@ -1,0 +1,121 @@
+"""Filters, presets and their validation."""
+
+import numpy as np
+import pytest
+
+from sam_droplet.errors import InvalidOptions
+from sam_droplet.filters import DEFAULT_FILTERS, PRESETS, apply_filters, resolve_filters
+from sam_droplet.instances import Instance
+from sam_droplet.measure import measure_droplets
+
+
+def disk(r):
+    yy, xx = np.mgrid[0 : 2 * r + 3, 0 : 2 * r + 3]
+    return (xx - r - 1) ** 2 + (yy - r - 1) ** 2 < r * r
+
+
+@pytest.fixture()
+def droplets():
+    gray = np.zeros((200, 400), np.float32)
+    insts = [Instance(20 + 45 * i, 60, disk(10 + i)) for i in range(6)]
+    edge = Instance(0, 150, disk(12)).tight()
+    edge.x0 = 0  # on the left border
+    insts.append(edge)
+    insts.append(Instance(300, 150, np.ones((6, 30), bool)))  # a streak, not round
+    for k, inst in enumerate(insts):
+        gray[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask] = 100 + 10 * k
+    return measure_droplets(insts, gray)
+
+
+def kept(droplets):
+    return [d for d in droplets if d.removed_reason is None]
+
+
+def test_defaults_remove_edge_touching_and_non_round(droplets):
+    spec, preset = resolve_filters(None, None, calibrated=False)
+    assert preset == "default" and spec.exclude_edge_touching and spec.circularity_min == 0.6
+    counts = apply_filters(droplets, spec)
+    assert counts == {"edge_touching": 1, "circularity_min": 1}
+    assert len(kept(droplets)) == 6
+    assert {d.removed_reason for d in droplets} == {None, "edge_touching", "circularity_min"}
+
+
+@pytest.mark.parametrize(
+    "key, value, metric, keeps",
+    [
+        ("diameter_min", 24.0, "equivalent_diameter_px", lambda v, x: v >= x),
+        ("diameter_max", 24.0, "equivalent_diameter_px", lambda v, x: v <= x),
+        ("area_min", 400.0, "area_px", lambda v, x: v >= x),
+        ("area_max", 400.0, "area_px", lambda v, x: v <= x),
+        ("mean_min", 125.0, "intensity_mean", lambda v, x: v >= x),
+        ("mean_max", 125.0, "intensity_mean", lambda v, x: v <= x),
+        ("std_max", 0.5, "intensity_std", lambda v, x: v <= x),
+        ("min_edge_distance", 5.0, "min_edge_distance_px", lambda v, x: v >= x),
+    ],
+)
+def test_each_numeric_filter(droplets, key, value, metric, keeps):
+    spec, _ = resolve_filters({key: value, "exclude_edge_touching": False, "circularity_min": 0}, None, False)
+    counts = apply_filters(droplets, spec)
+    reason = "edge_distance" if key == "min_edge_distance" else key
+    assert counts.get(reason, 0) >= 1 or key == "std_max"
+    for d in droplets:
+        passes = keeps(getattr(d, metric), value)
+        assert (d.removed_reason is None) == passes, (key, getattr(d, metric), d.removed_reason)
+
+
+def test_um_units_when_calibrated(droplets):
+    spec, _ = resolve_filters({"diameter_min": 11.0}, None, calibrated=True)
+    assert spec.units == "um"
+    apply_filters(droplets, spec, um_per_px=0.5)  # 11 um = 22 px
+    assert all(d.equivalent_diameter_px * 0.5 >= 11.0 for d in kept(droplets))
+    spec_px, _ = resolve_filters({"diameter_min": 11.0, "units": "px"}, None, calibrated=True)
+    assert spec_px.units == "px"
+    with pytest.raises(InvalidOptions, match="um_per_px"):
+        resolve_filters({"units": "um"}, None, calibrated=False)
+
+
+def test_outliers(droplets):
+    for d in droplets:
+        d.removed_reason = None
+    droplets[0].equivalent_diameter_px = 500.0
+    spec, _ = resolve_filters({"outliers": "iqr", "outlier_factor": 3}, None, False)
+    counts = apply_filters(droplets, spec)
+    assert counts == {"edge_touching": 1, "circularity_min": 1, "outlier": 1}
+    assert droplets[0].removed_reason == "outlier"
+    spec, _ = resolve_filters({"outliers": "std", "outlier_factor": 2}, None, False)
+    assert apply_filters(droplets, spec).get("outlier") == 1
+
+
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ({"diamter_min": 3}, "unknown filter key"),
+        ({"diameter_min": "3"}, "must be a number"),
+        ({"diameter_min": True}, "must be a number"),
+        ({"diameter_min": float("nan")}, "finite"),
+        ({"area_max": float("inf")}, "finite"),
+        ({"area_min": -1}, "negative"),
+        ({"circularity_min": 1.5}, "between 0 and 1"),
+        ({"exclude_edge_touching": "yes"}, "true or false"),
+        ({"outliers": "mad"}, "one of"),
+        ({"diameter_min": 10, "diameter_max": 5}, "above"),
+        ({"outlier_factor": 0}, "greater than 0"),
+    ],
+)
+def test_invalid_filters_are_rejected_with_the_accepted_keys(filters, message):
+    with pytest.raises(InvalidOptions, match=message) as info:
+        resolve_filters(filters, None, calibrated=False)
+    assert "diameter_min" in info.value.details["accepted_keys"]
+
+
+def test_presets():
+    assert set(PRESETS) >= {"default", "packed_monolayer", "bright_droplets", "dark_droplets", "complete_objects"}
+    for name, preset in PRESETS.items():
+        spec, used = resolve_filters(None, name, calibrated=False)
+        assert used == name and preset.description
+    spec, _ = resolve_filters({"circularity_min": 0.9}, "packed_monolayer", calibrated=False)
+    assert spec.circularity_min == 0.9 and spec.outliers == "iqr"  # user values win over the preset
+    assert PRESETS["bright_droplets"].appearance == "bright"
+    assert resolve_filters(None, "default", False)[0].as_dict()["circularity_min"] == DEFAULT_FILTERS["circularity_min"]
+    with pytest.raises(InvalidOptions, match="unknown preset"):
+        resolve_filters(None, "shiny", calibrated=False)

@@ -1,0 +1,27 @@
+"""Real micrographs from the team's data folder (skipped where ../shared/data is absent)."""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("name", ["ddPCR_0_0.png", "ddPCR_1_0.png"])
+def test_ddpcr_monolayer_classical(client, shared_data, name):
+    data = (shared_data / "samples" / "ddpcr_original" / name).read_bytes()
+    r = client.post("/segment_file", data={"file": (io.BytesIO(data), name)})
+    assert r.status_code == 200
+    body = r.get_json()
+    # About 900 droplets in view; the border cuts some and the default filters drop those.
+    assert body["num_droplets"] >= 550
+    d = body["summary"]["diameter_px"]
+    assert 30 <= d["median"] <= 45 and d["cv"] < 0.25
+
+
+def test_ddpcr_labels_are_16bit_of_the_input_size(client, shared_data):
+    data = (shared_data / "samples" / "ddpcr_original" / "ddPCR_0_0.png").read_bytes()
+    r = client.post("/segment_file", data={"file": (io.BytesIO(data), "d.png"), "format": "labels"})
+    labels = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == (1024, 1024)
+    assert len(np.unique(labels)) - 1 == int(r.headers["X-Droplet-Count"])
