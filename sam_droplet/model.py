@@ -142,13 +142,14 @@ def load_sam(path: str | Path, model_type: str, device: str = "auto", threads: i
         CheckpointError: the file is missing, unreadable, or its weights do not fit the architecture.
         StartupError: the device is not available.
     """
-    import torch
-
     start = time.perf_counter()
     path = Path(path)
     how_to_get = "get it with `sam-droplet weights download` (MobileSAM) or set SAM_MODEL_PATH to an existing file"
     if not path.is_file():
+        # Checked before importing torch, so a service without weights starts fast and small.
         raise CheckpointError(f"SAM checkpoint not found: {path} ({how_to_get})")
+    import torch
+
     if threads > 0:
         torch.set_num_threads(threads)
     try:
