@@ -400,10 +400,38 @@ def _merge_proposals(props: Proposals) -> Proposals:
     return props.take(np.flatnonzero(alive))
 
 
+def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
+    """Circles voted for by edge gradients (Hough), on every pyramid level.
+
+    A permissive accumulator threshold finds faint and partly hidden outlines too; most of these
+    proposals are wrong, and the boundary fit throws them out.
+    """
+    img = np.clip(norm * 255.0, 0, 255).astype(np.uint8)
+    h, w = norm.shape
+    parts: list[Proposals] = []
+    for level in range(8):
+        if level:
+            if min(img.shape) < 64:
+                break
+            img = cv2.pyrDown(img)
+        blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+        found = cv2.HoughCircles(
+            blur, cv2.HOUGH_GRADIENT, dp=1, minDist=4, param1=60, param2=15, minRadius=3, maxRadius=24
+        )
+        if found is None:
+            continue
+        x, y, r = found[0].T.astype(np.float64)
+        scale = w / img.shape[1]
+        parts.append(Proposals((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5, r * scale, np.full(x.shape, 0.5)))
+    return Proposals.concat(parts)
+
+
 def propose_droplets(norm: np.ndarray, cue: str, params: DetectionParams) -> Proposals:
     """Droplet proposals of one cue on a normalised image (see the module docstring)."""
     if cue == "rim":
         return _rim_proposals(norm, params)
+    if cue == "hough":
+        return _hough_proposals(norm, params)
     return _threshold_proposals(norm, cue, params)
 
 
@@ -730,21 +758,47 @@ def _fit_once(
     return _Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction)
 
 
-def _dedupe_outlines(out: _Outlines) -> _Outlines:
-    """One outline per droplet: of outlines with close centres and similar size, the best scores."""
+def _circle_overlap(d: np.ndarray, r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Intersection area of circles with radii r1, r2 whose centres are d apart."""
+    d = np.maximum(d, 1e-9)
+    inside = d <= np.abs(r1 - r2)
+    apart = d >= r1 + r2
+    c1 = np.clip((d**2 + r1**2 - r2**2) / (2 * d * r1), -1, 1)
+    c2 = np.clip((d**2 + r2**2 - r1**2) / (2 * d * r2), -1, 1)
+    lens = (
+        r1**2 * np.arccos(c1)
+        + r2**2 * np.arccos(c2)
+        - 0.5 * np.sqrt(np.clip((-d + r1 + r2) * (d + r1 - r2) * (d - r1 + r2) * (d + r1 + r2), 0, None))
+    )
+    return np.where(apart, 0.0, np.where(inside, np.pi * np.minimum(r1, r2) ** 2, lens))
+
+
+def _dedupe_outlines(out: _Outlines, max_iou: float = 0.3, max_inside: float = 0.6) -> _Outlines:
+    """Non-maximum suppression: keep the best outlines that do not repeat or swallow a better one.
+
+    An outline goes when it overlaps a better-scored kept one with IoU above ``max_iou``, or when
+    more than ``max_inside`` of either lies inside the other (an outline around a group of droplets,
+    or one around part of a droplet). Overlaps are computed on the outlines' equivalent circles.
+    """
     n = len(out.score)
     if n < 2:
         return out
-    mean_r = out.r
     tree = cKDTree(np.stack([out.cx, out.cy], axis=1))
-    alive = np.ones(n, dtype=bool)
+    area = np.pi * out.r**2
+    kept = np.zeros(n, dtype=bool)
+    reach = 2.0 * float(out.r.max())
     for i in np.argsort(-out.score, kind="stable"):
-        if not alive[i]:
-            continue
-        for j in tree.query_ball_point((out.cx[i], out.cy[i]), 0.5 * mean_r[i]):
-            if j != i and alive[j] and 0.75 < mean_r[j] / mean_r[i] < 1.33:
-                alive[j] = False
-    return out.take(np.flatnonzero(alive))
+        near = np.asarray(tree.query_ball_point((out.cx[i], out.cy[i]), out.r[i] + reach), dtype=np.int64)
+        near = near[kept[near]]
+        if near.size:
+            d = np.hypot(out.cx[near] - out.cx[i], out.cy[near] - out.cy[i])
+            inter = _circle_overlap(d, np.full(near.size, out.r[i]), out.r[near])
+            iou = inter / (area[i] + area[near] - inter)
+            inside = inter / np.minimum(area[i], area[near])
+            if np.any(iou > max_iou) or np.any(inside > max_inside):
+                continue
+        kept[i] = True
+    return out.take(np.flatnonzero(kept))
 
 
 def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> Detection:
@@ -770,7 +824,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
     # Proposals of every cue are only hypotheses (centre and size): pool them, so a droplet whose
     # rim is broken can still be proposed by its bright interior, and let the boundary fit decide.
     t0 = time.perf_counter()
-    props = Proposals.concat([propose_droplets(norm, cue, params) for cue in ("rim", "bright", "dark")])
+    props = Proposals.concat([propose_droplets(norm, cue, params) for cue in ("rim", "bright", "dark", "hough")])
     props = _merge_proposals(props)
     timing["propose"] = (time.perf_counter() - t0) * 1000
 
@@ -787,7 +841,10 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
             # only as far as real rims were seen, so the simpler step model wins those images.
             weight = outlines.rim_fraction if model == "rim" else 1.0
             explained[model] = float(np.sum(np.pi * outlines.r**2 * outlines.score * weight)) / norm.size
-        cue = max(explained, key=explained.get)
+        # Bright-field rims are the common case: a step model must explain clearly more of the
+        # image (three times) to be preferred.
+        step = max(("bright", "dark"), key=lambda m: explained.get(m, 0.0))
+        cue = step if explained.get(step, 0.0) > 3.0 * explained.get("rim", 0.0) else "rim"
     else:
         cue = models[0]
     timing["choose_model"] = (time.perf_counter() - t0) * 1000
