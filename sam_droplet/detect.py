@@ -407,7 +407,7 @@ def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
     proposals are wrong, and the boundary fit throws them out.
     """
     img = np.clip(norm * 255.0, 0, 255).astype(np.uint8)
-    h, w = norm.shape
+    w = norm.shape[1]
     parts: list[Proposals] = []
     for level in range(8):
         if level:

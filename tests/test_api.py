@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from sam_droplet.evaluate import match_instances
+from sam_droplet.eval import match_instances
 
 from .conftest import png_bytes
 

@@ -5,7 +5,7 @@ import pytest
 
 from sam_droplet import synthetic
 from sam_droplet.detect import DetectionParams, detect_droplets, normalize_intensity
-from sam_droplet.evaluate import match_instances
+from sam_droplet.eval import match_instances
 from sam_droplet.instances import paint_labels
 
 
