@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -73,6 +74,7 @@ class DetectionParams:
         min_edge_support: fraction of a region's outline that must face background (threshold cues).
         min_roundness: inscribed over equivalent radius a region needs to be proposed.
         min_fit_support: fraction of rays on which the boundary fit must find a clear edge.
+        min_fit_score: smallest support x (1 - irregularity) of an accepted outline.
         max_fit_irregularity: largest relative spread of the fitted radii (std beyond half a pixel,
             over the mean radius).
         min_rim_fraction: with the rim model, the fraction of rays whose edge must be a rim.
@@ -87,9 +89,10 @@ class DetectionParams:
     min_rim_support: float = 0.6
     min_edge_support: float = 0.5
     min_roundness: float = 0.6
-    min_fit_support: float = 0.6
-    max_fit_irregularity: float = 0.15
-    min_rim_fraction: float = 0.25
+    min_fit_support: float = 0.4
+    max_fit_irregularity: float = 0.3
+    min_fit_score: float = 0.6
+    min_rim_fraction: float = 0.45
     n_rays: int = 48
     max_levels: int | None = None
 
@@ -129,7 +132,8 @@ class Detection:
         instances: one per droplet; masks as crops in image coordinates, ``center``, ``radius`` and
             ``score`` set.
         appearance: the cue that was used.
-        explained: for each cue tried, the image fraction its proposals explain (auto compares these).
+        explained: for each boundary model tried, the confident outlines it found among the best
+            proposals (auto mode compares these).
         n_proposals: proposals before the boundary fit.
         resolve: what overlap resolution removed.
         timing_ms: milliseconds per step.
@@ -386,7 +390,8 @@ def _threshold_proposals(norm: np.ndarray, polarity: str, params: DetectionParam
 
 
 def _merge_proposals(props: Proposals) -> Proposals:
-    """Drop proposals that repeat a better one (same centre within a quarter radius, same size)."""
+    """Drop proposals that repeat a better one: the boundary fit converges from any proposal whose
+    centre is within a quarter radius and whose radius is within a factor 1.4 of the droplet's."""
     if len(props) < 2:
         return props
     tree = cKDTree(np.stack([props.cx, props.cy], axis=1))
@@ -395,7 +400,7 @@ def _merge_proposals(props: Proposals) -> Proposals:
         if not alive[i]:
             continue
         for j in tree.query_ball_point((props.cx[i], props.cy[i]), 0.25 * props.r[i]):
-            if j != i and alive[j] and 0.8 < props.r[j] / props.r[i] < 1.25:
+            if j != i and alive[j] and 1 / 1.4 < props.r[j] / props.r[i] < 1.4:
                 alive[j] = False
     return props.take(np.flatnonzero(alive))
 
@@ -416,13 +421,15 @@ def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
             img = cv2.pyrDown(img)
         blur = cv2.GaussianBlur(img, (0, 0), 1.0)
         found = cv2.HoughCircles(
-            blur, cv2.HOUGH_GRADIENT, dp=1, minDist=4, param1=60, param2=15, minRadius=3, maxRadius=24
+            blur, cv2.HOUGH_GRADIENT, dp=1, minDist=8, param1=60, param2=15, minRadius=3, maxRadius=24
         )
         if found is None:
             continue
         x, y, r = found[0].T.astype(np.float64)
         scale = w / img.shape[1]
-        parts.append(Proposals((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5, r * scale, np.full(x.shape, 0.5)))
+        # OpenCV returns circles by decreasing votes: rank them 0.5 down to 0.1.
+        rank = 0.5 - 0.4 * np.arange(x.size) / max(x.size, 1)
+        parts.append(Proposals((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5, r * scale, rank))
     return Proposals.concat(parts)
 
 
@@ -536,113 +543,212 @@ def _crossing(profile: np.ndarray, level: np.ndarray, start: np.ndarray, directi
     return np.where(ok, pos, np.nan)
 
 
+def _shift(x: np.ndarray, k: int) -> np.ndarray:
+    """``x`` moved ``k`` samples along the last axis (positive: value from further out), edges held."""
+    if k == 0:
+        return x
+    k = max(min(k, x.shape[-1]), -x.shape[-1])
+    if k > 0:
+        return np.concatenate([x[..., k:], np.repeat(x[..., -1:], k, axis=-1)], axis=-1)
+    return np.concatenate([np.repeat(x[..., :1], -k, axis=-1), x[..., :k]], axis=-1)
+
+
+def _window(x: np.ndarray, lo: int, hi: int, fn: Any) -> np.ndarray:
+    """``fn`` (np.minimum or np.maximum) of x[j + lo .. j + hi] for every sample j (edges held)."""
+    size = hi - lo + 1
+    # scipy centres the window at j - origin; shift it so it covers [j + lo, j + hi].
+    origin = -(lo + (size - 1) // 2) if size % 2 else -(lo + size // 2)
+    origin = int(np.clip(origin, -(size // 2), (size - 1) // 2))
+    filt = ndi.minimum_filter1d if fn is np.minimum else ndi.maximum_filter1d
+    out = filt(x, size=size, axis=-1, mode="nearest", origin=origin)
+    # Windows that the origin clip could not place exactly: fall back to shifts (rare, small).
+    expected_lo = -origin - (size // 2) if size % 2 == 0 else -origin - (size - 1) // 2
+    if expected_lo != lo:
+        out = _shift(x, lo)
+        for k in range(lo + 1, hi + 1):
+            out = fn(out, _shift(x, k))
+    return out
+
+
+def _edge_strength(p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """How strongly each sample of each ray looks like the droplet's boundary, and whether as a rim.
+
+    ``rim``: the outer flank of the first dark band met going outward (intensity rising just after
+    a dip below the interior level), or a step down into a darker background that does not recover
+    (a droplet next to dark oil). ``bright``: intensity falling outward. (``dark`` images are
+    inverted by the caller.) Windows are set in pixels (1.5 px for a slope, 2.5 px for a rim), so
+    a 9 px droplet and a 500 px one are judged alike.
+    """
+    s = p.shape[2]
+    step_px = np.maximum(rho_step, 1e-6)
+    k = np.clip(np.round(1.5 / step_px), 1, 4).astype(int)
+    # Windows are rounded to a few sizes so that rays are processed in a handful of groups.
+    w = _quantize(np.clip(2.5 / step_px, max(2, s // 8), s // 3), (5, 7, 10, 13))
+    # A step must stay down over 6 px (or half a radius); shorter rays cannot tell.
+    far = _quantize(np.maximum(6.0 / step_px, 0.5 / _REACH * s), (12, 16, 22, 30, 40))
+    strength = np.zeros_like(p)
+    is_rim = np.zeros(p.shape, dtype=bool)
+    for kk, ww, ff in {(int(a), int(b), int(c)) for a, b, c in zip(k, w, far, strict=True)}:
+        idx = np.flatnonzero((k == kk) & (w == ww) & (far == ff))
+        strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast)
+    return strength, is_rim
+
+
+def _quantize(values: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
+    """Each value rounded up to the next of ``levels`` (the largest where none is larger)."""
+    lv = np.asarray(levels)
+    idx = np.clip(np.searchsorted(lv, values, side="left"), 0, len(lv) - 1)
+    return lv[idx]
+
+
+def _edge_strength_group(
+    p: np.ndarray, cue: str, k: int, w: int, far: int, min_contrast: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_edge_strength` for rays sharing the slope window ``k``, rim window ``w`` and step
+    window ``far`` (in samples)."""
+    n, _, s = p.shape
+    rise = _shift(p, k) - _shift(p, -k)
+    frac = (np.arange(s) + 0.5) / s * _REACH
+    usable = ((frac >= 0.3) & (frac <= _REACH - 0.05))[None, None, :]
+    if cue != "rim":
+        return np.where(usable, np.clip(-rise, 0, None), 0.0), np.zeros(p.shape, dtype=bool)
+    level_in = np.median(p[:, :, frac <= 0.3].reshape(n, -1), axis=1)[:, None, None]
+    dip = level_in - _window(p, -w, 0, np.minimum)
+    rim = np.clip(rise, 0, None) * np.clip(dip / (2.0 * min_contrast), 0.0, 1.0)
+    # Only the first rim met going outward is the droplet's own; further out lie its neighbours'.
+    floor = np.where(usable, p, np.inf).min(axis=-1, keepdims=True)
+    below = usable & (p <= level_in - 0.5 * (level_in - floor)) & (level_in - floor >= min_contrast)
+    j = np.arange(s)[None, None, :]
+    first = np.where(below, j, s).min(axis=-1, keepdims=True)
+    rim = np.where(j <= first + 2 * w, rim, 0.0)
+    # A fall is a step (not the way into a rim) when the profile stays down over ``far`` samples
+    # that the ray still covers; a rim recovers within a few pixels.
+    ahead_min = _window(p, 0, far, np.minimum)
+    recovery = _window(p, 0, far, np.maximum) - ahead_min
+    depth = np.clip(level_in - ahead_min, 1e-6, None)
+    step = np.clip(-rise, 0, None) * (recovery < 0.25 * depth) * (j + far < s)
+    return np.where(usable, np.maximum(rim, step), 0.0), rim >= step
+
+
+def _closed_path(cost: np.ndarray, max_step: int = 2, step_cost: float = 0.05) -> np.ndarray:
+    """Cheapest closed path through (N, rays, samples) costs, moving at most ``max_step`` samples
+    from ray to ray (dynamic programming over two laps; the second lap is the closed outline)."""
+    n, rays, s = cost.shape
+    moves = np.arange(-max_step, max_step + 1)
+    penalty = (step_cost * np.abs(moves)).astype(np.float32)[:, None, None]
+    acc = cost[:, 0].astype(np.float32)
+    back = np.zeros((2 * rays, n, s), dtype=np.int8)
+    big = np.float32(1e9)
+    padded = np.empty((n, s + 2 * max_step), dtype=np.float32)
+    for r in range(1, 2 * rays):
+        # cand[m, :, j] = acc[:, j - m] + penalty (arriving at j from j - m), out of range = big
+        padded[:, :max_step] = big
+        padded[:, -max_step:] = big
+        padded[:, max_step:-max_step] = acc
+        cand = np.stack([padded[:, max_step - m : max_step - m + s] for m in moves]) + penalty
+        choice = cand.argmin(axis=0)
+        acc = np.take_along_axis(cand, choice[None], 0)[0] + cost[:, r % rays]
+        back[r] = moves[choice]
+    path = np.zeros((n, 2 * rays), dtype=np.int64)
+    path[:, -1] = acc.argmin(axis=1)
+    rows = np.arange(n)
+    for r in range(2 * rays - 1, rays, -1):
+        path[:, r - 1] = np.clip(path[:, r] - back[r, rows, path[:, r]], 0, s - 1)
+    return path[:, rays:]
+
+
+def _place_edges(p: np.ndarray, path: np.ndarray, is_rim: np.ndarray, cue: str) -> np.ndarray:
+    """Sub-sample edge positions around the chosen samples.
+
+    A rim edge sits where the outer flank has climbed a quarter of the way from the rim's minimum
+    to the level outside (where hand-drawn outlines put droplet edges); a step edge half-way
+    between the levels inside and outside.
+    """
+    s = p.shape[2]
+    w = max(2, s // 8)
+    j = np.arange(s)[None, None, :]
+    jp = path[..., None]
+    inner = (j >= jp - w) & (j <= jp)
+    outer = (j >= jp) & (j <= jp + w)
+    lo_i = np.where(inner, p, np.inf).argmin(axis=-1)
+    lo = np.take_along_axis(p, lo_i[..., None], -1)[..., 0]
+    hi = np.where(outer, p, -np.inf).max(axis=-1)
+    level = np.where(is_rim, lo + 0.25 * (hi - lo), np.nan) if cue == "rim" else np.full(lo.shape, np.nan)
+    # Steps (and the bright model): half-way between the highest point inside and lowest outside.
+    top = np.where(inner, p, -np.inf).max(axis=-1)
+    bottom = np.where(outer, p, np.inf).min(axis=-1)
+    level = np.where(np.isnan(level), 0.5 * (top + bottom), level)
+    rising = np.where(np.isnan(level), False, is_rim if cue == "rim" else np.zeros_like(is_rim))
+    start = np.where(rising, lo_i, path - w).clip(0, s - 1)
+    pos_rise = _crossing(p, level, start - 1, +1, above=True)
+    pos_fall = _crossing(p, level, (path - w).clip(0, s - 1) - 1, +1, above=False)
+    pos = np.where(rising, pos_rise, pos_fall)
+    return np.where(np.isfinite(pos) & (np.abs(pos - path) <= w), pos, path.astype(np.float64))
+
+
 def fit_boundaries(
     profiles: np.ndarray, rho: np.ndarray, cue: str, noise: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boundary radius on every ray.
+    """The droplet outline along rays: the strongest closed, smooth path through the edge evidence.
 
     Args:
-        profiles: (N, rays, samples) normalised intensities along rays.
+        profiles: (N, rays, samples) normalised intensities along rays from each proposal centre.
         rho: (N, samples) radius of each sample in pixels.
         cue: ``rim``, ``bright`` or ``dark``.
         noise: pixel noise of the normalised image.
 
     Returns:
-        radii (N, rays) in pixels (NaN where no clear edge), edge contrast (N, rays), and whether
-        the edge on each ray is a rim (dark band with brighter outside) rather than a step (N, rays;
-        ``rim`` cue only, False elsewhere).
+        radii (N, rays) in pixels, edge strength at the outline (N, rays) and whether each ray's edge
+        is a rim (N, rays; always False for ``bright`` and ``dark``).
     """
     p = profiles if cue != "dark" else 1.0 - profiles
-    n, rays, s = p.shape
-    frac = (np.arange(s) + 0.5) / s * _REACH
-    # The centre third is inside the droplet even when the proposal radius is off by 1.5x.
-    inside = p[:, :, frac <= 0.3]
-    level_in = np.median(inside.reshape(n, -1), axis=1)[:, None] * np.ones((1, rays))
-    # Profiles come from a blurred image, averaged along the outline: their noise is about half the
-    # pixel noise, and an edge needs 2.5 times that.
+    step = (rho[:, 1] - rho[:, 0])[:, None, None]
     min_contrast = max(1.25 * noise, 0.03)
-    start = np.full((n, rays), int(np.searchsorted(frac, 0.3)))
-    beyond = frac[None, None, :] >= 0.3
-    if cue == "rim":
-        # The first rim met going outward is the droplet's own. Enter it at half depth and find
-        # its minimum within a third of a radius. A hand-drawn droplet outline (and the physical
-        # edge) lies on the rim's outer flank, where the profile has climbed a quarter of the way
-        # back to the level outside. A profile that does not climb back is a step into a darker
-        # background: the edge is then the half-depth point itself.
-        floor = np.where(beyond, p, np.inf).min(axis=-1)
-        depth = level_in - floor
-        half = floor + 0.5 * depth
-        j_enter = _crossing(p, half, start, +1, above=False)
-        enter_i = np.nan_to_num(j_enter, nan=s - 1).astype(int)
-        j = np.arange(s)[None, None, :]
-        reach = max(round(0.35 / _REACH * s), 2)
-        in_rim = (j >= enter_i[..., None]) & (j <= enter_i[..., None] + reach)
-        j_min = np.where(in_rim, p, np.inf).argmin(axis=-1)
-        p_min = np.take_along_axis(p, j_min[..., None], -1)[..., 0]
-        after = (j > j_min[..., None]) & (j <= j_min[..., None] + reach)
-        level_out = np.where(after, p, -np.inf).max(axis=-1)
-        climbs = level_out - p_min >= np.maximum(0.15 * depth, min_contrast)
-        j_out = _crossing(p, p_min + 0.25 * (level_out - p_min), j_min, +1, above=True)
-        edge = np.where(climbs & np.isfinite(j_out), j_out, j_enter)
-        ok = (depth >= min_contrast) & np.isfinite(j_enter)
-        contrast = depth
-        is_rim = climbs & np.isfinite(j_out)
-    else:
-        level_out = np.where(frac[None, None, :] >= 0.7, p, np.inf).min(axis=-1)
-        contrast = level_in - level_out
-        half = level_out + 0.5 * contrast
-        edge = _crossing(p, half, start, +1, above=False)
-        ok = (contrast >= min_contrast) & np.isfinite(edge)
-        is_rim = np.zeros(edge.shape, dtype=bool)
-    edge = np.where(ok, edge, np.nan)
-    step = rho[:, 1:2] - rho[:, 0:1]
-    radii = rho[:, 0:1] + edge * step
-    return radii, np.where(ok, contrast, 0.0), ok & is_rim
+    strength, is_rim = _edge_strength(p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast)
+    scale = np.maximum(strength.max(axis=(1, 2), keepdims=True), min_contrast)
+    path = _closed_path(-strength / scale)
+    at = np.take_along_axis(strength, path[..., None], -1)[..., 0]
+    rim_at = np.take_along_axis(is_rim, path[..., None], -1)[..., 0] & (at > 0)
+    pos = _place_edges(p, path, rim_at, "rim" if cue == "rim" else "bright")
+    radii = rho[:, :1] + pos * step[:, :, 0]
+    return radii, at, rim_at
 
 
-def _regularise(radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fill rays without an edge and replace outliers from their neighbours (circularly).
+def _outline_quality(
+    radii: np.ndarray, strength: np.ndarray, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Support, smoothed radii and irregularity of fitted outlines.
+
+    A ray supports the outline when its edge is clearly above noise and not much weaker than the
+    outline's typical edge; unsupported rays are bridged from their neighbours.
 
     Returns:
-        smoothed radii (N, rays), support (fraction of rays with a consistent edge) and
-        irregularity (std of the radii beyond half a pixel, over their mean).
+        radii (N, rays), valid (N, rays), support (fraction of valid rays) and irregularity (std of
+        the radii beyond half a pixel, over their mean).
     """
     rays = radii.shape[1]
-    valid = np.isfinite(radii)
-    filled = np.where(valid, radii, 0.0)
-    count = valid.sum(axis=1)
-    # Row medians over valid rays: invalid rays sort last as +inf.
-    ranked = np.sort(np.where(valid, radii, np.inf), axis=1)
-    mid = np.clip((count - 1) // 2, 0, rays - 1)
-    med = np.where(count > 0, np.take_along_axis(ranked, mid[:, None], 1)[:, 0], 1.0)
-    # Circular running median over 5 rays as the local reference (invalid rays count as the
-    # row median, so they neither pull nor push).
-    base = np.where(valid, radii, med[:, None])
-    padded = np.concatenate([base[:, -2:], base, base[:, :2]], axis=1)
-    local = np.median(np.stack([padded[:, k : k + rays] for k in range(5)], axis=-1), axis=-1)
-    consistent = valid & (np.abs(filled - local) <= 0.2 * med[:, None] + 1.0)
-    support = consistent.mean(axis=1)
-    # Fill inconsistent rays by circular linear interpolation between consistent neighbours.
+    floor = max(1.75 * noise, 0.02)
+    typical = np.median(strength, axis=1, keepdims=True)
+    valid = (strength >= floor) & (strength >= 0.25 * typical)
+    support = valid.mean(axis=1)
+    # Bridge unsupported rays by circular linear interpolation between supported ones.
     idx3 = np.arange(3 * rays)
-    good3 = np.tile(consistent, 3)
+    good3 = np.tile(valid, 3)
     prev = np.maximum.accumulate(np.where(good3, idx3, -1), axis=1)[:, rays : 2 * rays]
     nxt = np.minimum.accumulate(np.where(good3, idx3, 3 * rays)[:, ::-1], axis=1)[:, ::-1][:, rays : 2 * rays]
-    vals3 = np.tile(filled, 3)
-    have = (prev >= 0) & (nxt < 3 * rays)
+    vals3 = np.tile(radii, 3)
     p_i, n_i = np.clip(prev, 0, 3 * rays - 1), np.clip(nxt, 0, 3 * rays - 1)
-    v_prev = np.take_along_axis(vals3, p_i, 1)
-    v_next = np.take_along_axis(vals3, n_i, 1)
+    v_prev, v_next = np.take_along_axis(vals3, p_i, 1), np.take_along_axis(vals3, n_i, 1)
     pos = np.arange(rays)[None, :] + rays
     t = np.where(n_i > p_i, (pos - p_i) / np.maximum(n_i - p_i, 1), 0.0)
-    out = np.where(have, v_prev + t * (v_next - v_prev), med[:, None])
-    out = np.where((count >= 2)[:, None], out, med[:, None])
-    # Light circular smoothing of the outline.
+    bridged = np.where((prev >= 0) & (nxt < 3 * rays), v_prev + t * (v_next - v_prev), radii)
+    out = np.where(valid.sum(axis=1, keepdims=True) >= 2, bridged, radii)
     out = (np.roll(out, 1, axis=1) + 2 * out + np.roll(out, -1, axis=1)) / 4
     mean = out.mean(axis=1)
     # A digital outline wobbles by about half a pixel whatever the droplet's size: that much spread
     # is not irregularity.
     irregularity = np.maximum(out.std(axis=1) - 0.5, 0.0) / np.maximum(mean, 1e-9)
-    return out, support, irregularity
+    return out, valid, support, irregularity
 
 
 def _rasterize(cx: float, cy: float, radii: np.ndarray, shape: tuple[int, int]) -> Instance | None:
@@ -685,6 +791,7 @@ class _Outlines:
     r: np.ndarray
     score: np.ndarray
     rim_fraction: np.ndarray  # fraction of rays whose edge is a rim (dark band), not a step
+    support: np.ndarray  # fraction of rays with a clear edge
 
     def take(self, index: np.ndarray) -> _Outlines:
         return _Outlines(
@@ -696,12 +803,23 @@ class _Outlines:
             self.r[index],
             self.score[index],
             self.rim_fraction[index],
+            self.support[index],
         )
+
+    @classmethod
+    def empty(cls, rays: int) -> _Outlines:
+        z = np.zeros(0)
+        return cls(z, z, np.zeros((0, rays)), z, z, z, z, z, z)
+
+    @classmethod
+    def concat(cls, parts: list[_Outlines]) -> _Outlines:
+        names = ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support")
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in names))
 
     def replace(self, index: np.ndarray, other: _Outlines) -> _Outlines:
         """A copy with the rows at ``index`` replaced by ``other``'s rows."""
         out = self.take(np.arange(len(self.score)))
-        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction"):
+        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support"):
             getattr(out, name)[index] = getattr(other, name)
         return out
 
@@ -709,19 +827,43 @@ class _Outlines:
 def _fit_outlines(
     pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
 ) -> _Outlines:
-    """Fit every proposal's outline; keep those with enough edge support, one per droplet.
+    """Fit proposals best first, in batches; keep good outlines, one per droplet.
 
-    A proposal whose fitted outline lands far from it (off-centre, or the wrong size) is fitted
-    once more from the outline's own centre and size, and the better of the two fits is kept.
+    After each batch, proposals that fall inside a droplet already outlined (centre within its
+    radius, similar size) are dropped unfitted: most droplets are proposed several times (by each
+    cue and pyramid level), and one good fit is enough.
     """
     if len(props) == 0:
-        z = np.zeros(0)
-        return _Outlines(z, z, np.zeros((0, params.n_rays)), z, z, z, z, z)
+        return _Outlines.empty(params.n_rays)
+    order = np.argsort(-props.score, kind="stable")
+    batch = max(256, len(props) // 8)
+    found: list[_Outlines] = []
+    while order.size:
+        current, order = order[:batch], order[batch:]
+        out = _fit_refit(pyramid, props.take(current), cue, noise, params)
+        found.append(out)
+        sure = out.take(np.flatnonzero(out.score >= 0.85))
+        if order.size and len(sure.score):
+            # Only confident outlines stand for their droplet; a poor one must not stop a better fit.
+            tree = cKDTree(np.stack([sure.cx, sure.cy], axis=1))
+            dist, nearest = tree.query(np.stack([props.cx[order], props.cy[order]], axis=1))
+            ratio = props.r[order] / sure.r[nearest]
+            covered = (dist < 0.5 * sure.r[nearest]) & (ratio > 0.5) & (ratio < 2.0)
+            order = order[~covered]
+    return _dedupe_outlines(_Outlines.concat(found))
+
+
+def _fit_refit(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> _Outlines:
+    """Fit proposals; refit those whose outline landed far from them (off-centre or another size)
+    from the outline's own centre and size, keeping the better fit. Returns the good outlines."""
     first = _fit_once(pyramid, props, cue, noise, params)
     moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.15 * props.r) | (
         np.abs(first.r / props.r - 1.0) > 0.2
     )
-    idx = np.flatnonzero(moved & (first.r > 0))
+    # Refit only outlines worth it: moved, with edges found on most rays.
+    idx = np.flatnonzero(moved & (first.r > 0) & (first.support >= 0.5))
     if idx.size:
         again = Proposals(first.cx[idx], first.cy[idx], first.r[idx], props.score[idx])
         second = _fit_once(pyramid, again, cue, noise, params)
@@ -731,19 +873,37 @@ def _fit_outlines(
     ok &= 2 * first.r >= params.min_diameter_px
     if params.max_diameter_px is not None:
         ok &= 2 * first.r <= params.max_diameter_px
-    return _dedupe_outlines(first.take(np.flatnonzero(ok)))
+    return first.take(np.flatnonzero(ok))
 
 
 def _fit_once(
     pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
 ) -> _Outlines:
-    """One boundary fit per proposal; score 0 where the fit is not a droplet outline."""
-    profiles, rho = _sample_rays(pyramid, props, params.n_rays)
-    profiles = _smooth_around(profiles, props.r)
-    radii, _, is_rim = fit_boundaries(profiles, rho, cue, noise)
-    radii, support, irregularity = _regularise(radii)
+    """One boundary fit per proposal; score 0 where the fit is not a droplet outline.
+
+    Small droplets get fewer rays (one per 2 px of outline, at least 16): more would cross the
+    same pixels. Every outline is stored with ``params.n_rays`` radii.
+    """
+    n = len(props)
+    rays_needed = np.clip(np.pi * props.r, 16, params.n_rays)
+    levels = np.array(sorted({16, 24, 32, params.n_rays}))
+    rays_of = levels[np.clip(np.searchsorted(levels, rays_needed), 0, len(levels) - 1)]
+    radii = np.zeros((n, params.n_rays))
+    support = np.zeros(n)
+    irregularity = np.zeros(n)
+    rim_fraction = np.zeros(n)
+    for rays in np.unique(rays_of):
+        idx = np.flatnonzero(rays_of == rays)
+        sub = props.take(idx)
+        profiles, rho = _sample_rays(pyramid, sub, int(rays))
+        profiles = _smooth_around(profiles, sub.r)
+        rr, strength, is_rim = fit_boundaries(profiles, rho, cue, noise)
+        rr, valid, support[idx], irregularity[idx] = _outline_quality(rr, strength, noise)
+        rim_fraction[idx] = (is_rim & valid).mean(axis=1)
+        radii[idx] = _resample_around(rr, params.n_rays)
+    score = support * (1.0 - irregularity)
     ok = (support >= params.min_fit_support) & (irregularity <= params.max_fit_irregularity)
-    rim_fraction = is_rim.mean(axis=1)
+    ok &= score >= params.min_fit_score
     if cue == "rim":
         # A bright-field droplet shows its rim on part of its outline at least; an outline made of
         # steps only is a speck of debris or a patch of background.
@@ -754,8 +914,19 @@ def _fit_once(
     # A droplet's centre is the centroid of its outline, not the proposal's.
     cx, cy = xs.mean(axis=1), ys.mean(axis=1)
     r = np.hypot(xs - cx[:, None], ys - cy[:, None]).mean(axis=1)
-    score = np.where(ok, support * (1.0 - irregularity), 0.0)
-    return _Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction)
+    score = np.where(ok, score, 0.0)
+    return _Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support)
+
+
+def _resample_around(radii: np.ndarray, rays: int) -> np.ndarray:
+    """Radii on ``rays`` equally spaced angles, interpolated circularly from (N, k) radii."""
+    k = radii.shape[1]
+    if k == rays:
+        return radii
+    t = np.arange(rays) * (k / rays)
+    i0 = np.floor(t).astype(int) % k
+    f = t - np.floor(t)
+    return radii[:, i0] * (1 - f) + radii[:, (i0 + 1) % k] * f
 
 
 def _circle_overlap(d: np.ndarray, r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
@@ -833,18 +1004,17 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
     models = ("rim", "bright", "dark") if params.appearance == "auto" else (params.appearance,)
     explained: dict[str, float] = {}
     if len(models) > 1 and len(props):
-        subset = props.take(np.arange(0, len(props), max(1, len(props) // _MODEL_SAMPLE)))
+        # The best-ranked proposals are the likeliest droplets: judge the models on them.
+        subset = props.take(np.argsort(-props.score, kind="stable")[:_MODEL_SAMPLE])
         for model in models:
             outlines = _fit_outlines(pyramid, subset, model, noise, params)
-            # A boundary model explains the image by the droplet area its outlines account for.
-            # Outlines the rim model finds on plain steps (bright disks) count for the rim model
-            # only as far as real rims were seen, so the simpler step model wins those images.
-            weight = outlines.rim_fraction if model == "rim" else 1.0
-            explained[model] = float(np.sum(np.pi * outlines.r**2 * outlines.score * weight)) / norm.size
-        # Bright-field rims are the common case: a step model must explain clearly more of the
-        # image (three times) to be preferred.
+            explained[model] = float(np.count_nonzero(outlines.score >= 0.7))
+        # Bright-field rims are the common case. The rim model only accepts outlines that show a
+        # rim, so a handful of confident ones (and a quarter of what a step model finds) means the
+        # droplets have rims; otherwise they are plain bright or dark disks.
         step = max(("bright", "dark"), key=lambda m: explained.get(m, 0.0))
-        cue = step if explained.get(step, 0.0) > 3.0 * explained.get("rim", 0.0) else "rim"
+        rims = explained.get("rim", 0.0)
+        cue = "rim" if rims >= max(5.0, 0.25 * explained.get(step, 0.0)) else step
     else:
         cue = models[0]
     timing["choose_model"] = (time.perf_counter() - t0) * 1000
