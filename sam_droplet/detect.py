@@ -88,7 +88,7 @@ class DetectionParams:
     rim_kernel_px: int = 5
     min_rim_support: float = 0.6
     min_edge_support: float = 0.5
-    min_roundness: float = 0.6
+    min_roundness: float = 0.8
     min_fit_support: float = 0.4
     max_fit_irregularity: float = 0.3
     min_fit_score: float = 0.6
@@ -998,20 +998,21 @@ def _dedupe_outlines(out: _Outlines, max_iou: float = 0.3, max_inside: float = 0
     if n < 2:
         return out
     tree = cKDTree(np.stack([out.cx, out.cy], axis=1))
-    area = np.pi * out.r**2
+    pairs = tree.query_pairs(r=2.0 * float(out.r.max()), output_type="ndarray")
+    d = np.hypot(out.cx[pairs[:, 0]] - out.cx[pairs[:, 1]], out.cy[pairs[:, 0]] - out.cy[pairs[:, 1]])
+    r1, r2 = out.r[pairs[:, 0]], out.r[pairs[:, 1]]
+    pairs, d, r1, r2 = pairs[d < r1 + r2], d[d < r1 + r2], r1[d < r1 + r2], r2[d < r1 + r2]
+    inter = _circle_overlap(d, r1, r2)
+    a1, a2 = np.pi * r1**2, np.pi * r2**2
+    clash = (inter / (a1 + a2 - inter) > max_iou) | (inter / np.minimum(a1, a2) > max_inside)
+    rivals: list[list[int]] = [[] for _ in range(n)]
+    for i, j in pairs[clash].tolist():
+        rivals[i].append(j)
+        rivals[j].append(i)
     kept = np.zeros(n, dtype=bool)
-    reach = 2.0 * float(out.r.max())
-    for i in np.argsort(-out.score, kind="stable"):
-        near = np.asarray(tree.query_ball_point((out.cx[i], out.cy[i]), out.r[i] + reach), dtype=np.int64)
-        near = near[kept[near]]
-        if near.size:
-            d = np.hypot(out.cx[near] - out.cx[i], out.cy[near] - out.cy[i])
-            inter = _circle_overlap(d, np.full(near.size, out.r[i]), out.r[near])
-            iou = inter / (area[i] + area[near] - inter)
-            inside = inter / np.minimum(area[i], area[near])
-            if np.any(iou > max_iou) or np.any(inside > max_inside):
-                continue
-        kept[i] = True
+    for i in np.argsort(-out.score, kind="stable").tolist():
+        if not any(kept[j] for j in rivals[i]):
+            kept[i] = True
     return out.take(np.flatnonzero(kept))
 
 
