@@ -17,7 +17,7 @@ from sam_droplet.factory import create_app
 from sam_droplet.instances import Instance
 from sam_droplet.model import CheckpointError, build_sam, load_sam
 from sam_droplet.pipeline import Engine
-from sam_droplet.refine import ImageEmbedding, SamRefiner
+from sam_droplet.refine import SamRefiner, View, plan_views
 
 
 def test_random_checkpoint_loads_through_the_server_path(random_checkpoint):
@@ -73,30 +73,66 @@ def test_health_with_model(sam_client):
 def test_encoder_and_batched_decoder_shapes(sam_engine):
     refiner = SamRefiner(sam_engine.model, batch_size=3)
     rgb = np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8)
-    emb = refiner.encode(rgb)
-    assert tuple(emb.features.shape) == (1, 256, 64, 64)
-    assert emb.original_size == (300, 500) and emb.input_size == (614, 1024)
-    boxes = np.array([[10, 10, 50, 50], [100, 80, 160, 150], [300, 200, 380, 290]], np.float32)
-    logits, scores = refiner.decode(emb, boxes, (boxes[:, :2] + boxes[:, 2:]) / 2)
-    assert logits.shape == (3, 256, 256) and logits.dtype == np.float32
+    enc = refiner.encode(rgb)
+    assert tuple(enc.features.shape) == (1, 256, 64, 64) and enc.scale == pytest.approx(1024 / 500)
+    boxes = np.array([[10, 10, 50, 50], [100, 80, 160, 150], [300, 200, 380, 290]], np.float64)
+    regions = np.concatenate([boxes[:, :2] - 5, boxes[:, 2:] + 5], axis=1).astype(np.int64)
+    logits, scores, tops, size = refiner.decode(enc, boxes, (boxes[:, :2] + boxes[:, 2:]) / 2, regions)
+    # Regions of 50-100 px at 2.05 encoder px per image px need 16-cell windows (64 low-res px).
+    assert size == 16 and logits.shape == (3, 64, 64) and logits.dtype == np.float32
+    assert tops.shape == (3, 2) and np.all(tops % 4 == 0) and np.all(tops <= 256 - 64)
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
 
 
-def test_paste_resamples_only_inside_the_box(sam_engine):
-    refiner = SamRefiner(sam_engine.model)
-    emb = ImageEmbedding(features=None, original_size=(512, 512), input_size=(1024, 1024))  # 2x: 1 low-res px = 2 px
-    logits = np.full((256, 256), -5.0, np.float32)
-    yy, xx = np.mgrid[0:256, 0:256]
+def test_windowed_decoder_equals_the_stock_decoder(sam_engine):
+    from sam_droplet.decoder import WindowedDecoder, stock_low_res
+
+    sam = sam_engine.model.sam
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        emb = torch.randn(1, 256, 64, 64) * 3
+        pts = torch.rand(5, 1, 2) * 1000
+        boxes = torch.rand(5, 4) * 800
+        boxes[:, 2:] = boxes[:, :2] + 80
+        sparse, dense = sam.prompt_encoder(points=(pts, torch.ones(5, 1, dtype=torch.int64)), boxes=boxes, masks=None)
+        ref, ref_iou = stock_low_res(sam, emb, sparse, dense)
+        decoder = WindowedDecoder(sam)
+        windows = torch.tensor([[0, 0], [3, 5], [20, 40], [48, 48], [10, 0]])
+        got, iou = decoder.decode(decoder.share(emb), sparse, windows, 16)
+    assert torch.allclose(iou, ref_iou, atol=1e-5)
+    for i, (r, c) in enumerate(windows.tolist()):
+        assert torch.allclose(got[i], ref[i, :, 4 * r : 4 * (r + 16), 4 * c : 4 * (c + 16)], atol=1e-4)
+
+
+def test_paste_resamples_only_inside_the_box():
+    view = View(0, 0, 512, 512)  # encoded at scale 2: one low-res pixel = 2 image pixels
+    logits = np.full((64, 64), -5.0, np.float32)  # a window whose top-left low-res pixel is (32, 16)
+    yy, xx = np.mgrid[32:96, 16:80]
     logits[(xx - 50) ** 2 + (yy - 60) ** 2 < 10**2] = 5.0  # a disk of radius 20 image px at (100, 120)
-    mask, verdict = refiner.paste(logits, emb, (70, 90, 131, 151))
+    mask, verdict = SamRefiner.paste(logits, (32, 16), 2.0, view, (70, 90, 131, 151))
     assert verdict == "ok" and mask.shape == (61, 61)
     assert mask.sum() == pytest.approx(np.pi * 20**2, rel=0.05)
     ys, xs = np.nonzero(mask)
     assert (xs.mean() + 70, ys.mean() + 90) == pytest.approx((100, 120), abs=1.0)
-    _, verdict = refiner.paste(logits, emb, (300, 300, 340, 340))
-    assert verdict == "escaped"
-    _, verdict = refiner.paste(np.full((256, 256), -1.0, np.float32), emb, (0, 0, 20, 20))
+    _, verdict = SamRefiner.paste(logits, (32, 16), 2.0, view, (120, 130, 160, 160))
+    assert verdict == "escaped"  # most of the mask lies outside this region
+    edge = np.full((64, 64), -5.0, np.float32)
+    edge[:, 30:40] = 5.0  # a band through the whole window goes on beyond it
+    assert SamRefiner.paste(edge, (32, 16), 2.0, view, (70, 90, 131, 151))[1] == "escaped"
+    _, verdict = SamRefiner.paste(np.full((64, 64), -1.0, np.float32), (32, 16), 2.0, view, (0, 0, 20, 20))
     assert verdict == "empty"
+
+
+def test_views_tile_large_images_and_small_droplets():
+    assert plan_views((1024, 1024), np.full(50, 30.0)) == [View(0, 0, 1024, 1024)]
+    tiles = plan_views((1700, 2600), np.full(50, 40.0))
+    assert len(tiles) > 1 and all(t.width <= 1024 and t.height <= 1024 for t in tiles)
+    covered = np.zeros((1700, 2600), bool)
+    for t in tiles:
+        covered[t.y0 : t.y1, t.x0 : t.x1] = True
+    assert covered.all()
+    small = plan_views((600, 600), np.full(50, 8.0))
+    assert len(small) > 1 and max(t.width for t in small) < 600  # 8 px droplets: tiles of 341 px
 
 
 def test_refine_keeps_one_instance_per_detection_and_batches(sam_engine):
@@ -107,11 +143,23 @@ def test_refine_keeps_one_instance_per_detection_and_batches(sam_engine):
         yy, xx = np.mgrid[cy - 12 : cy + 13, cx - 12 : cx + 13]
         dets.append(Instance(cx - 12, cy - 12, (xx - cx) ** 2 + (yy - cy) ** 2 < 144, center=(cx, cy), radius=12.0))
     out, stats = refiner.refine(rgb, dets)
-    assert len(out) == 5 and stats.prompts == 5 and stats.batches == 3
+    assert len(out) == 5 and stats.prompts == 5 and stats.batches == 3 and stats.views == 1
     assert stats.sam_masks + sum(stats.fallback.values()) == 5
     for inst in out:
         assert inst.source in ("sam", "detector") and inst.mask.dtype == bool and inst.area > 0
     assert {"encode", "decode", "paste"} <= set(stats.timing_ms)
+
+
+def test_refine_tiles_small_droplets(sam_engine):
+    refiner = SamRefiner(sam_engine.model, batch_size=8)
+    rgb = np.random.default_rng(2).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    dets = []
+    for cx in range(20, 400, 60):
+        for cy in range(20, 400, 60):
+            yy, xx = np.mgrid[cy - 4 : cy + 5, cx - 4 : cx + 5]
+            dets.append(Instance(cx - 4, cy - 4, (xx - cx) ** 2 + (yy - cy) ** 2 < 16, center=(cx, cy), radius=4.0))
+    out, stats = refiner.refine(rgb, dets)
+    assert stats.views > 1 and len(out) == len(dets)
 
 
 def test_sam_mode_json_contract(sam_client, small_png):
