@@ -1,31 +1,40 @@
 """Classical droplet detection (OpenCV, SciPy): droplets with centre, radius, score and mask.
 
-Detection runs in two steps.
+Detection runs in three steps.
 
-1. **Proposals** (centre and rough radius). Droplets look different under different microscopes,
-   so up to three cues propose droplets and the one that explains the image best is kept:
+1. **Proposals**: centres and rough radii, as many as it takes not to miss a droplet. Four cues
+   propose; a proposal is only a hypothesis, so they are pooled:
 
    ``rim``
        Bright-field droplets are outlined by a dark refraction rim. The black top-hat marks thin
        dark structures; round regions enclosed by rims are droplet interiors. This runs on an image
        pyramid with one small kernel, so the same code finds 8 px droplets at full resolution and
-       500 px droplets at 1/32 resolution, at about 4/3 the cost of one pass.
+       500 px droplets at 1/32 resolution. A region is proposed when its outline lies mostly on a
+       rim and it is round (inscribed over equivalent radius; about 0.7 for the curved triangle
+       between three packed droplets).
    ``bright`` / ``dark``
        Fluorescent (or dyed) droplets differ from a flat background by intensity: the background is
        estimated per tile and subtracted, Otsu's threshold separates droplets, and a
        distance-transform watershed splits touching ones.
+   ``hough``
+       Edge gradients vote for circle centres (OpenCV's Hough transform) on every pyramid level,
+       with a permissive threshold: faint and partly hidden outlines are proposed too.
 
-   A region is proposed when its outline is *supported* (lies on a rim, or on background, rather
-   than on a cut through a larger region) and it is *round* (inscribed over equivalent radius:
-   1 for a disk, about 0.7 for the curved triangle between three packed droplets).
+2. **Boundary fit.** Droplets are star-shaped around their centre. Intensity profiles are sampled
+   along rays from each proposal (at the pyramid level that matches its size), every sample is
+   scored as a possible boundary (``rim``: the outer flank of the first dark band met going
+   outward, or a step down into a darker background; ``bright``/``dark``: a falling or rising
+   edge), and dynamic programming finds the strongest closed, smooth path through those scores.
+   Each point is then placed where the rim's outer flank has climbed a quarter of the way back
+   (where hand-drawn outlines put droplet edges) or, for steps, half-way. An outline is accepted
+   when enough rays show a clear edge (support), it is regular, and, with the rim model, enough of
+   its edge is a rim. Proposals are fitted best first; once a droplet has a confident outline, the
+   proposals that repeat it are not fitted. The boundary model (rim, bright or dark) is chosen once
+   per image, on the best proposals.
 
-2. **Boundary fit.** Droplets are star-shaped around their centre, so each proposal is refined along
-   rays from its centre at full resolution (or the pyramid level that matches its size): the
-   boundary on each ray is the outer edge of the rim (``rim``) or the half-way crossing between
-   inside and outside intensity (``bright``/``dark``). Rays without a clear edge (occlusion, a
-   touching neighbour, debris) are filled in from their neighbours, so the mask follows the real
-   outline where it is visible and stays a droplet where it is not. The fraction of rays with a
-   clear edge and the regularity of the outline give the droplet's score.
+3. **One outline per droplet**: non-maximum suppression of overlapping outlines by score, then the
+   rules of :func:`sam_droplet.instances.resolve_overlaps` (contact lines between touching
+   droplets, gaps between packed droplets, clusters, nested objects).
 
 All intensities here are a normalised copy used only to find droplets; measurements use the
 original pixels (:mod:`sam_droplet.measure`).
@@ -33,7 +42,9 @@ original pixels (:mod:`sam_droplet.measure`).
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +91,8 @@ class DetectionParams:
         min_rim_fraction: with the rim model, the fraction of rays whose edge must be a rim.
         n_rays: rays per droplet in the boundary fit.
         max_levels: pyramid levels for the rim cue (None: as many as the image size allows).
+        threads: threads for the proposal cues and the boundary fit (0: the CPU count, at most
+            4). OpenCV and NumPy release the interpreter lock, so the cores work in parallel.
     """
 
     appearance: str = "auto"
@@ -95,6 +108,7 @@ class DetectionParams:
     min_rim_fraction: float = 0.45
     n_rays: int = 48
     max_levels: int | None = None
+    threads: int = 0
 
 
 @dataclass
@@ -864,7 +878,7 @@ def _fit_outlines(
     while order.size:
         current, order = order[:batch], order[batch:]
         batch = max(256, len(props) // 8)
-        out = _fit_refit(pyramid, props.take(current), cue, noise, params)
+        out = _fit_parallel(pyramid, props.take(current), cue, noise, params)
         found.append(out)
         sure = out.take(np.flatnonzero(out.score >= 0.85))
         if order.size and len(sure.score):
@@ -892,6 +906,24 @@ def _proposal_leaders(props: Proposals) -> np.ndarray:
         ratio = props.r[near] / props.r[i]
         taken[near[(ratio > 0.5) & (ratio < 2.0)]] = True
     return np.asarray(leaders, dtype=np.int64)
+
+
+def _pool(params: DetectionParams) -> ThreadPoolExecutor:
+    workers = params.threads or min(os.cpu_count() or 1, 4)
+    return ThreadPoolExecutor(max_workers=max(workers, 1))
+
+
+def _fit_parallel(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> _Outlines:
+    """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
+    workers = params.threads or min(os.cpu_count() or 1, 4)
+    if workers <= 1 or len(props) < 64:
+        return _fit_refit(pyramid, props, cue, noise, params)
+    parts = np.array_split(np.arange(len(props)), workers)
+    with _pool(params) as pool:
+        outs = list(pool.map(lambda idx: _fit_refit(pyramid, props.take(idx), cue, noise, params), parts))
+    return _Outlines.concat(outs)
 
 
 def _fit_refit(
@@ -1039,7 +1071,9 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
     # Proposals of every cue are only hypotheses (centre and size): pool them, so a droplet whose
     # rim is broken can still be proposed by its bright interior, and let the boundary fit decide.
     t0 = time.perf_counter()
-    by_cue = {cue: propose_droplets(norm, cue, params) for cue in ("rim", "bright", "dark", "hough")}
+    cues = ("rim", "bright", "dark", "hough")
+    with _pool(params) as pool:
+        by_cue = dict(zip(cues, pool.map(lambda cue: propose_droplets(norm, cue, params), cues), strict=True))
     props = _merge_proposals(Proposals.concat(list(by_cue.values())))
     timing["propose"] = (time.perf_counter() - t0) * 1000
 

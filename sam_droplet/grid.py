@@ -9,6 +9,7 @@ droplet-prompted ``sam`` mode; it is here for comparison and for non-droplet obj
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,23 @@ import numpy as np
 from .instances import Instance
 from .model import LoadedModel, sam_package
 
-__all__ = ["GridStats", "segment_grid"]
+__all__ = ["GridStats", "generate_masks", "segment_grid"]
+
+
+def generate_masks(generator: Any, image: np.ndarray) -> list[dict[str, Any]]:
+    """``generator.generate(image)``, returning no masks where SAM's generator crashes on none.
+
+    With crop layers, a generator whose every crop keeps zero masks fails in its cross-crop
+    de-duplication (``box_area`` of an empty tensor; segment-anything issue 614, sam2 issue 681).
+    That case means "no masks"; any other error propagates.
+    """
+    try:
+        return generator.generate(image)
+    except IndexError as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames and frames[-1].name == "box_area":
+            return []
+        raise
 
 
 @dataclass
@@ -62,7 +79,7 @@ def segment_grid(
     stats = GridStats(points_per_side=points_per_side, crop_n_layers=crop_n_layers)
     t0 = time.perf_counter()
     with torch.inference_mode(), model.autocast():
-        records = generator.generate(rgb8)
+        records = generate_masks(generator, rgb8)
     stats.timing_ms["generate"] = (time.perf_counter() - t0) * 1000
     instances: list[Instance] = []
     for rec in records:

@@ -61,14 +61,15 @@ def plan_views(
 
     One view (the whole image) serves when the image is at most ``max_side`` px on its longer side
     and its median droplet is at least ``min_diameter`` px across. Otherwise tiles are sized so the
-    median droplet spans :data:`MIN_FRAME_DIAMETER` px in the encoder's frame (tiles 256 to 1024
-    px), and overlap by the largest droplet plus a margin, so every droplet fits wholly in a tile.
+    median droplet spans :data:`MIN_FRAME_DIAMETER` px in the encoder's frame (tiles 256 to
+    ``max_side`` px), and overlap by the largest droplet plus a margin, so every droplet fits wholly
+    in a tile.
     """
     h, w = shape
     median = float(np.median(diameters)) if len(diameters) else 0.0
     if max(h, w) <= max_side and (median == 0.0 or median >= min_diameter):
         return [View(0, 0, w, h)]
-    side = int(np.clip(1024.0 * median / MIN_FRAME_DIAMETER if median else 1024, 256, 1024))
+    side = int(np.clip(1024.0 * median / MIN_FRAME_DIAMETER if median else 1024, 256, max_side))
     overlap = int(min(max(float(np.max(diameters)) if len(diameters) else 0.0, 0.0) * 1.5 + 16, side // 2))
     step = max(side - overlap, 1)
     xs = list(range(0, max(w - side, 0) + 1, step))

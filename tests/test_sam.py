@@ -126,7 +126,7 @@ def test_paste_resamples_only_inside_the_box():
 def test_views_tile_large_images_and_small_droplets():
     assert plan_views((1024, 1024), np.full(50, 30.0)) == [View(0, 0, 1024, 1024)]
     tiles = plan_views((1700, 2600), np.full(50, 40.0))
-    assert len(tiles) > 1 and all(t.width <= 1024 and t.height <= 1024 for t in tiles)
+    assert len(tiles) > 1 and all(t.width <= 2048 and t.height <= 2048 for t in tiles)
     covered = np.zeros((1700, 2600), bool)
     for t in tiles:
         covered[t.y0 : t.y1, t.x0 : t.x1] = True
@@ -198,3 +198,13 @@ def test_grid_mode_runs_the_automatic_mask_generator(sam_client, small_png):
 def test_classical_still_available_with_a_model(sam_client, small_png):
     r = sam_client.post("/segment_file", data={"file": (io.BytesIO(small_png), "a.png"), "segmenter": "classical"})
     assert r.get_json()["segmenter"] == "classical" and r.get_json()["model"] is None
+
+
+def test_grid_with_crop_layers_and_no_masks(sam_engine):
+    # The random model's masks all fail SAM's quality thresholds: with crop layers the stock
+    # generator then crashes (segment-anything #614); the service answers "no masks" instead.
+    from sam_droplet.grid import segment_grid
+
+    rgb = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    instances, stats = segment_grid(sam_engine.model, rgb, points_per_side=2, crop_n_layers=1)
+    assert instances == [] and stats.masks == 0

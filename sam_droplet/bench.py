@@ -1,0 +1,474 @@
+"""Benchmark: the original app's approach, sam mode and classical mode, side by side in one run.
+
+``python -m sam_droplet.bench [--write docs/benchmarks.md]`` measures, on the same images and
+machine:
+
+(a) ``original``: what the app this service replaces did: Gaussian blur and CLAHE, SAM's automatic
+    mask generator (``points_per_side=32, crop_n_layers=1``), per-mask statistics, its post-filters
+    (area above 1.5 x the mean, touching the border, circularity under 0.6; area 50 to 15000 px)
+    and base64 PNG masks;
+(b) ``sam``: this service's droplet-prompted SAM mode, through the same engine the server uses;
+(c) ``classical``: this service's classical mode.
+
+Every (image, mode) runs in a fresh process, so its peak RSS is its own. Per image it reports wall
+time per stage, prompts decoded, droplets found and peak RSS, and the ratios (a)/(b) and (a)/(c).
+It also times the mask decoder per prompt (the stock predictor path versus the windowed decoder)
+and scores accuracy with the evaluator (:mod:`sam_droplet.eval`) on the labelled sets.
+
+Without a real checkpoint (SAM_MODEL_PATH) a randomly initialised vit_t of the same architecture
+is used, and the report says so: timings do not depend on the weights' values, masks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "original_pipeline"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+# -- (a) the original app's pipeline ---------------------------------------------------------------
+
+
+def _circularity(mask: np.ndarray) -> float:
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8) * 255, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return 0.0
+    c = max(contours, key=cv2.contourArea)
+    area, perimeter = cv2.contourArea(c), cv2.arcLength(c, True)
+    return min(1.0, 4 * np.pi * area / perimeter**2) if perimeter > 0 and area > 0 else 0.0
+
+
+def original_pipeline(rgb: np.ndarray, model: Any, crop_n_layers: int = 1) -> dict[str, Any]:
+    """The original app's processing of one image (see the module docstring); stage times in ms."""
+    import cv2
+    import torch
+
+    from .grid import generate_masks
+    from .model import sam_package
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    img = cv2.GaussianBlur(rgb, (3, 3), 1.0)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+    img = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    timing["preprocess"] = (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    generator = sam_package(model.model_type).SamAutomaticMaskGenerator(
+        model.sam, points_per_side=32, crop_n_layers=crop_n_layers
+    )
+    with torch.inference_mode(), model.autocast():
+        masks = generate_masks(generator, img)  # the original crashed when no mask survived
+    timing["generate"] = (time.perf_counter() - t0) * 1000
+    crops = 1 + sum(4**i for i in range(1, crop_n_layers + 1))
+    prompts = crops * 32 * 32
+
+    t0 = time.perf_counter()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    for m in masks:
+        seg = m["segmentation"]
+        m["mean"] = float(gray[seg].mean()) if seg.any() else 0.0
+        m["touches_edge"] = bool(seg[0].any() or seg[-1].any() or seg[:, 0].any() or seg[:, -1].any())
+        m["circularity"] = _circularity(seg)
+    kept = []
+    if len(masks) >= 3:
+        limit = 1.5 * float(np.mean([m["area"] for m in masks]))
+        kept = [m for m in masks if m["area"] <= limit and not m["touches_edge"] and m["circularity"] >= 0.6]
+    else:
+        kept = list(masks)
+    kept = [m for m in kept if 50 <= m["area"] <= 15000]
+    timing["postfilter"] = (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    payload = 0
+    for m in masks + kept:  # the original returned every mask and the kept ones, as PNGs
+        _, png = cv2.imencode(".png", m["segmentation"].astype(np.uint8) * 255)
+        payload += len(base64.b64encode(png.tobytes()))
+    timing["serialize"] = (time.perf_counter() - t0) * 1000
+    return {
+        "timing_ms": timing,
+        "prompts": prompts,
+        "masks": len(masks),
+        "droplets": len(kept),
+        "payload_bytes": payload,
+    }
+
+
+# -- one (image, mode) in a fresh process -------------------------------------------------------------
+
+
+def _worker(mode: str, image_path: str, checkpoint: str) -> dict[str, Any]:
+    from .config import Config
+    from .decode import decode_image
+    from .export import result_json
+    from .pipeline import Engine, SegmentOptions
+
+    data = Path(image_path).read_bytes()
+    t_load = time.perf_counter()
+    segmenter = "classical" if mode == "classical" else "sam"
+    engine = Engine.start(Config(segmenter=segmenter, model_path=Path(checkpoint), device="auto"))
+    load_s = time.perf_counter() - t_load
+    start = time.perf_counter()
+    t0 = time.perf_counter()
+    image = decode_image(data, 10**9)
+    decode_ms = (time.perf_counter() - t0) * 1000
+    if mode == "original":
+        out = original_pipeline(image.rgb8, engine.model)
+        out["timing_ms"] = {"decode": decode_ms, **out["timing_ms"]}
+    else:
+        result = engine.segment(image, SegmentOptions(segmenter=segmenter))
+        t0 = time.perf_counter()
+        body = json.dumps(result_json(result))
+        timing = {"decode": decode_ms, **result.timing_ms, "serialize": (time.perf_counter() - t0) * 1000}
+        summary = result.summary()
+        out = {
+            "timing_ms": timing,
+            "prompts": summary.get("sam", {}).get("prompts", 0),
+            "droplets": len(result.kept),
+            "payload_bytes": len(body),
+        }
+    out["seconds"] = time.perf_counter() - start
+    out["load_seconds"] = load_s
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["device"] = str(engine.model.device) if engine.model is not None else "cpu"
+    return out
+
+
+def _run_worker(mode: str, image: Path, checkpoint: Path, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "sam_droplet.bench", "--worker", mode, str(image), "--checkpoint", str(checkpoint)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} on {image.name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- decoder cost per prompt ----------------------------------------------------------------------------
+
+
+def decoder_costs(
+    checkpoint: Path, image: Path, batches: tuple[int, ...] = (4, 64), seconds: float = 4.0
+) -> list[dict]:
+    """Milliseconds per decoded prompt: the stock predictor path (full-resolution masks, as
+    ``SamPredictor.predict_torch`` returns them) versus the windowed decoder and low-res paste."""
+    import torch
+
+    from .decode import decode_image
+    from .detect import detect_droplets
+    from .model import load_sam, sam_package
+    from .refine import SamRefiner
+
+    model = load_sam(checkpoint, "vit_t", "auto")
+    img = decode_image(image.read_bytes(), 10**9)
+    dets = detect_droplets(img.gray).instances
+    refiner = SamRefiner(model, batch_size=1)
+    enc = refiner.encode(img.rgb8)
+    predictor = sam_package(model.model_type).SamPredictor(model.sam)
+    predictor.set_image(img.rgb8)
+    h, w = img.height, img.width
+    c = np.array([d.center for d in dets])
+    r = np.array([d.radius for d in dets])
+    boxes = np.clip(
+        np.stack([c[:, 0] - 1.15 * r, c[:, 1] - 1.15 * r, c[:, 0] + 1.15 * r, c[:, 1] + 1.15 * r], 1),
+        0,
+        [w - 1, h - 1] * 2,
+    )
+    pad = 0.5 * r[:, None]
+    regions = np.concatenate([np.floor(boxes[:, :2] - pad), np.ceil(boxes[:, 2:] + pad) + 1], 1).clip(0, [w, h, w, h])
+    regions = regions.astype(np.int64)
+    rows = []
+    for b in batches:
+        sl = slice(0, b)
+
+        def stock(sl: slice = sl) -> None:
+            with torch.inference_mode(), model.autocast():
+                tb = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes[sl], dtype=torch.float32), (h, w))
+                tp = predictor.transform.apply_coords_torch(
+                    torch.as_tensor(c[sl][:, None, :], dtype=torch.float32), (h, w)
+                )
+                masks, _, _ = predictor.predict_torch(tp, torch.ones(tp.shape[:2]), boxes=tb, multimask_output=True)
+                masks.cpu()
+
+        def ours(sl: slice = sl) -> None:
+            logits, _, tops, _ = refiner.decode(enc, boxes[sl], c[sl], regions[sl])
+            for k in range(len(logits)):
+                refiner.paste(logits[k], tuple(tops[k]), enc.scale, enc.view, tuple(regions[k]))
+
+        row = {"batch": b}
+        for name, fn in (("stock", stock), ("windowed", ours)):
+            fn()
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                fn()
+                n += b
+            row[name] = (time.perf_counter() - t0) * 1000 / n
+        row["ratio"] = row["windowed"] / row["stock"]
+        rows.append(row)
+    return rows
+
+
+# -- accuracy ------------------------------------------------------------------------------------------
+
+
+def synthetic_sets(folder: Path) -> dict[str, Path]:
+    """Write the synthetic evaluation sets (images and exact labels) into ``folder``."""
+    import cv2
+
+    from . import synthetic
+
+    sets = {
+        "synthetic packed": [synthetic.packed_monolayer(seed=s) for s in (1, 2)],
+        "synthetic sparse": [synthetic.sparse_emulsion(seed=s) for s in (1, 2)],
+        "synthetic fluorescent": [synthetic.fluorescent_disks(seed=s) for s in (1, 2)],
+        "synthetic dense small": [synthetic.dense_small(seed=s) for s in (1, 2)],
+    }
+    out = {}
+    for name, images in sets.items():
+        sub = folder / name.replace(" ", "_")
+        sub.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image
+            cv2.imwrite(str(sub / f"{i}.png"), pixels)
+            cv2.imwrite(str(sub / f"{i}_labels.png"), img.labels)
+        out[name] = sub
+    return out
+
+
+def accuracy(folders: dict[str, Path], segmenter: str = "classical") -> list[dict[str, Any]]:
+    from .config import Config
+    from .eval import evaluate_folder, summarize_scores
+    from .pipeline import Engine, SegmentOptions
+
+    engine = Engine.start(Config(segmenter="classical"))
+    rows = []
+    for name, folder in folders.items():
+        scores = evaluate_folder(folder, engine, SegmentOptions(segmenter=segmenter))
+        if scores:
+            rows.append({"set": name, **summarize_scores(scores)})
+    return rows
+
+
+# -- report -----------------------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, str]:
+    import psutil
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory_gb": f"{psutil.virtual_memory().total / 2**30:.0f}",
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["# Benchmarks", ""]
+    lines.append(f"Regenerate with `{report['command']}` (about {report['minutes']:.0f} minutes on the machine below).")
+    lines.append("")
+    m = report["machine"]
+    lines.append(
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu']}; "
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads). Date: {report['date']}."
+    )
+    lines.append("")
+    lines.append(f"Checkpoint: {report['checkpoint']}")
+    lines.append("")
+    lines.append("## Speed: the original approach (a) against sam mode (b) and classical mode (c)")
+    lines.append("")
+    lines.append(
+        "Wall time per image in seconds (model loading excluded), prompts decoded by SAM, droplets "
+        "returned, peak RSS of the process. Stages in ms."
+    )
+    lines.append("")
+    lines.append("| image | mode | seconds | prompts | droplets | peak RSS MB | stages (ms) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for row in report["speed"]:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in row["timing_ms"].items())
+        lines.append(
+            f"| {row['image']} | {row['mode']} | {row['seconds']:.2f} | {row['prompts']} | {row['droplets']} | "
+            f"{row['peak_rss_mb']:.0f} | {stages} |"
+        )
+    lines.append("")
+    if report["ratios"]:
+        lines.append("| image | (a)/(b) | (a)/(c) |")
+        lines.append("|---|---|---|")
+        for r in report["ratios"]:
+            lines.append(f"| {r['image']} | {_fmt(r.get('a_over_b'), 1)} | {_fmt(r.get('a_over_c'), 1)} |")
+        lines.append("")
+    if report.get("decoder"):
+        lines.append("## Mask decoder cost per prompt")
+        lines.append("")
+        lines.append(
+            "Milliseconds per decoded prompt on one image embedding: the stock predictor path "
+            "(`SamPredictor.predict_torch`, three masks upsampled to full resolution) against the "
+            "windowed decoder with low-resolution paste used by sam mode."
+        )
+        lines.append("")
+        lines.append("| batch | stock ms/prompt | windowed ms/prompt | windowed / stock |")
+        lines.append("|---|---|---|---|")
+        for r in report["decoder"]:
+            lines.append(f"| {r['batch']} | {r['stock']:.1f} | {r['windowed']:.1f} | {r['ratio']:.2f} |")
+        lines.append("")
+    if report.get("accuracy"):
+        lines.append("## Accuracy (classical mode, default filters)")
+        lines.append("")
+        lines.append(
+            "Instances match at IoU >= 0.5; ground truth touching the border is ignored with its "
+            "matches; unmatched predictions under 10 px across are ignored (`python -m sam_droplet.eval`)."
+        )
+        lines.append("")
+        lines.append("| set | images | precision | recall | F1 | mean IoU | median diameter error | s/image |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for r in report["accuracy"]:
+            lines.append(
+                f"| {r['set']} | {r['images']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+                f"{_fmt(r['mean_iou'], 3)} | {_fmt(r['median_diameter_error'], 3)} | {_fmt(r['seconds_per_image'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def default_images(tmp: Path) -> list[Path]:
+    """A generated 1024x1024 packed monolayer, and the team's images when present."""
+    import cv2
+
+    from . import synthetic
+
+    out = []
+    syn = synthetic.packed_monolayer(shape=(1024, 1024), radius=15.0, seed=7)
+    path = tmp / "synthetic_packed_1024.png"
+    cv2.imwrite(str(path), syn.image)
+    out.append(path)
+    for rel in ("samples/ddpcr_original/ddPCR_0_0.png", "emulsion_gt/IMG_641.png"):
+        if (SHARED / rel).is_file():
+            out.append(SHARED / rel)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sam_droplet.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="*", type=Path, help="images (default: generated and team images)")
+    parser.add_argument("--modes", default="original,sam,classical", help="comma-separated: original,sam,classical")
+    parser.add_argument(
+        "--original-images", type=int, default=1, help="run (a) on the first N images only (it is slow)"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="SAM checkpoint (default: SAM_MODEL_PATH, else random)"
+    )
+    parser.add_argument("--no-decoder", action="store_true", help="skip the per-prompt decoder timing")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the accuracy evaluation")
+    parser.add_argument("--write", type=Path, help="write the Markdown report here (e.g. docs/benchmarks.md)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per (image, mode)")
+    parser.add_argument("--worker", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(_worker(args.worker[0], args.worker[1], str(args.checkpoint))))
+        return 0
+
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="sam_droplet_bench_"))
+    checkpoint = args.checkpoint or Path(os.environ.get("SAM_MODEL_PATH", "model/mobile_sam.pt"))
+    if checkpoint.is_file():
+        described = f"`{checkpoint}` (real weights)"
+    else:
+        from .model import save_random_checkpoint
+
+        checkpoint = save_random_checkpoint(tmp / "random_vit_t.pt", "vit_t")
+        described = (
+            "no real checkpoint available: a randomly initialised MobileSAM (vit_t) of the real "
+            "architecture. Timings are faithful; SAM's masks are meaningless, so in sam mode they fail "
+            "the agreement check and the detector's masks are returned."
+        )
+    images = args.images or default_images(tmp)
+    modes = [m for m in args.modes.split(",") if m]
+    speed: list[dict[str, Any]] = []
+    for i, image in enumerate(images):
+        for mode in modes:
+            if mode == "original" and i >= args.original_images:
+                continue
+            print(f"{image.name}: {mode} ...", file=sys.stderr, flush=True)
+            row = _run_worker(mode, image, checkpoint, args.timeout)
+            speed.append({"image": image.name, "mode": mode, **row})
+            print(f"  {row['seconds']:.2f} s, {row['droplets']} droplets, {row['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    ratios = []
+    for image in images:
+        by = {r["mode"]: r for r in speed if r["image"] == image.name}
+        if "original" in by:
+            ratios.append(
+                {
+                    "image": image.name,
+                    "a_over_b": by["original"]["seconds"] / by["sam"]["seconds"] if "sam" in by else None,
+                    "a_over_c": by["original"]["seconds"] / by["classical"]["seconds"] if "classical" in by else None,
+                }
+            )
+    report: dict[str, Any] = {
+        "command": "python -m sam_droplet.bench --write docs/benchmarks.md",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": _machine(),
+        "checkpoint": described,
+        "speed": speed,
+        "ratios": ratios,
+    }
+    if not args.no_decoder:
+        print("decoder cost per prompt ...", file=sys.stderr, flush=True)
+        report["decoder"] = decoder_costs(checkpoint, images[0])
+    if not args.no_accuracy:
+        print("accuracy ...", file=sys.stderr, flush=True)
+        folders = synthetic_sets(tmp / "synthetic")
+        for name in ("emulsion_gt", "foam_gt"):
+            if (SHARED / name).is_dir():
+                folders[name] = SHARED / name
+        report["accuracy"] = accuracy(folders)
+    report["minutes"] = (time.perf_counter() - started) / 60
+    text = render(report)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text)
+        (args.write.with_suffix(".json")).write_text(json.dumps(report, indent=2, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

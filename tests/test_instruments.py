@@ -1,0 +1,90 @@
+"""The evaluator and the benchmark, on small generated data (their full runs are commands)."""
+
+import json
+
+import cv2
+import numpy as np
+
+from sam_droplet import synthetic
+from sam_droplet.bench import original_pipeline, render
+from sam_droplet.eval import main as eval_main
+from sam_droplet.eval import match_instances, pairs_in
+
+
+def test_match_instances_rules():
+    truth = np.zeros((60, 60), np.int32)
+    truth[10:20, 10:20] = 1  # matched
+    truth[30:40, 30:40] = 2  # missed
+    truth[0:8, 50:60] = 3  # touches the border: ignored, with its match
+    pred = np.zeros_like(truth)
+    pred[11:20, 10:20] = 7
+    pred[0:8, 51:60] = 8
+    pred[45:48, 5:8] = 9  # unmatched but under 10 px across: ignored
+    pred[45:58, 20:33] = 10  # unmatched, counted
+    m = match_instances(truth, pred)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 1)
+    assert m.matched_iou[0] == 0.9 and m.pairs.tolist() == [[1, 7]]
+
+
+def test_evaluator_cli(tmp_path, capsys):
+    for i in range(2):
+        img = synthetic.fluorescent_disks(shape=(240, 320), n=20, seed=i)
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), img.image)
+        cv2.imwrite(str(tmp_path / f"img{i}_labels.png"), img.labels)
+    (tmp_path / "orphan_labels.png").write_bytes(b"")  # no image beside it: skipped
+    assert len(pairs_in(tmp_path)) == 2
+    report = tmp_path / "report.json"
+    assert eval_main([str(tmp_path), "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "img0.png" in out and "total: P" in out
+    total = json.loads(report.read_text())["total"]
+    assert total["images"] == 2 and total["f1"] >= 0.95
+
+
+def test_original_pipeline_runs_and_render(sam_engine):
+    rgb = np.repeat(synthetic.packed_monolayer(shape=(96, 96), radius=10, seed=1).image[:, :, None], 3, axis=2)
+    out = original_pipeline(rgb, sam_engine.model, crop_n_layers=0)
+    assert out["prompts"] == 1024 and {"preprocess", "generate", "postfilter", "serialize"} <= set(out["timing_ms"])
+    text = render(
+        {
+            "command": "python -m sam_droplet.bench",
+            "minutes": 1.0,
+            "machine": {
+                "cpu": "x",
+                "cores": "2",
+                "memory_gb": "8",
+                "gpu": "none",
+                "python": "3",
+                "torch": "2",
+                "torch_threads": "2",
+            },
+            "date": "today",
+            "checkpoint": "random",
+            "speed": [
+                {
+                    "image": "a.png",
+                    "mode": "original",
+                    "seconds": 10.0,
+                    "prompts": 5120,
+                    "droplets": 3,
+                    "peak_rss_mb": 900,
+                    "timing_ms": out["timing_ms"],
+                }
+            ],
+            "ratios": [{"image": "a.png", "a_over_b": 12.0, "a_over_c": 40.0}],
+            "decoder": [{"batch": 4, "stock": 60.0, "windowed": 25.0, "ratio": 0.42}],
+            "accuracy": [
+                {
+                    "set": "s",
+                    "images": 1,
+                    "precision": 1.0,
+                    "recall": 1.0,
+                    "f1": 1.0,
+                    "mean_iou": 0.9,
+                    "median_diameter_error": 0.0,
+                    "seconds_per_image": 1.0,
+                }
+            ],
+        }
+    )
+    assert "| a.png | 12.0 | 40.0 |" in text and "## Accuracy" in text
