@@ -1,19 +1,92 @@
 """Gunicorn settings: ``gunicorn -c gunicorn.conf.py app:app``.
 
-Each worker imports ``app`` after the fork and loads its own model there; ``preload_app`` stays off
-because CUDA initialised in the master breaks the forked workers.
+Environment (and ``.env``): GUNICORN_BIND (FLASK_HOST:FLASK_PORT), WEB_CONCURRENCY (workers: one per
+visible GPU, else one per 4 CPU cores, at least 1), GUNICORN_THREADS (2), GUNICORN_TIMEOUT (300 s),
+GUNICORN_GRACEFUL_TIMEOUT (120 s), GUNICORN_MAX_REQUESTS (1000, with 10 % jitter; 0 = never recycle),
+GUNICORN_ACCESS_LOG ("-" = stdout), LOG_LEVEL.
+
+The master never imports the app, torch or CUDA: ``preload_app`` stays off, so each worker imports
+``app`` (and loads its model) after the fork; a CUDA context created before a fork is unusable in
+the children. On a GPU server each worker is pinned to one GPU through CUDA_VISIBLE_DEVICES.
 """
 
 import os
 
+try:
+    from dotenv import load_dotenv
+
+    load_dotenv(".env", override=False)
+except ImportError:  # pragma: no cover - python-dotenv is a dependency
+    pass
+
+
+def _visible_gpus() -> list[str]:
+    """GPU ids this server may use, found without initialising CUDA in the master."""
+    if os.environ.get("SAM_DEVICE", "auto").strip().lower() == "cpu":
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+    except OSError:
+        return []
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_gpus = _visible_gpus()
+_cpus = _cpu_count()
+
 bind = os.environ.get(
     "GUNICORN_BIND", f"{os.environ.get('FLASK_HOST', '0.0.0.0')}:{os.environ.get('FLASK_PORT', '9487')}"
 )
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# A model per worker: on a GPU one worker per device; on a CPU a worker per 4 cores, because torch
+# and the detector scale to about 4 threads per image and workers that each use every core fight.
+workers = int(os.environ.get("WEB_CONCURRENCY") or (len(_gpus) if _gpus else max(1, _cpus // 4)))
+# Threads answer /health and the page while an image is segmented (one inference at a time per worker).
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
-graceful_timeout = 60
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "120"))
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = max_requests // 10
 preload_app = False
-accesslog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# Client, request line, status, bytes, time in ms, request id (also returned to the client).
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Workers split the CPU between them (TORCH_THREADS unset or 0); set before torch starts in a worker.
+if os.environ.get("TORCH_THREADS", "0").strip() in ("", "0"):
+    os.environ["TORCH_THREADS"] = str(max(1, _cpus // workers))
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
+
+
+def pre_fork(server, worker):
+    """In the master: give the new worker the GPU with the fewest live workers."""
+    if _gpus:
+        load = {gpu: 0 for gpu in _gpus}
+        for other in server.WORKERS.values():
+            if getattr(other, "sam_gpu", None) in load:
+                load[other.sam_gpu] += 1
+        worker.sam_gpu = min(load, key=lambda gpu: load[gpu])
+
+
+def post_fork(server, worker):
+    """In the worker, before the app (and CUDA) is imported: see only its own GPU."""
+    gpu = getattr(worker, "sam_gpu", None)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        server.log.info("worker %s uses GPU %s", worker.pid, gpu)
+
+
+def post_worker_init(worker):
+    """The app, and with it the model, was loaded in this worker after the fork."""
+    worker.log.info("worker %s ready", worker.pid)

@@ -1,7 +1,8 @@
 """HTTP API blueprint: the only module that knows about requests, form fields and status codes.
 
 Routes: ``GET /`` (upload page), ``GET /health``, ``GET /defaults``, ``POST /segment_file``
-(multipart), ``POST /segment`` (JSON with a base64 image), ``POST /analyze_image``.
+(multipart), ``POST /segment`` (JSON with a base64 image), ``POST /analyze_image``, ``GET /metrics``
+(Prometheus).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from . import __version__
+from . import __version__, metrics
 from .config import Config
 from .decode import decode_image
 from .errors import InvalidImage, InvalidOptions
@@ -177,9 +178,13 @@ def _respond(result: SegmentationResult, fmt: str, name: str, started: float) ->
 def _segment(data: bytes, name: str, raw: dict[str, Any]) -> Response:
     started = time.perf_counter()
     options, fmt = _options(raw)  # bad options fail before the image is decoded
-    image, decode_ms = _decode(data)
-    result = engine().segment(image, options)
-    result.timing_ms = {"decode": decode_ms, **result.timing_ms}
+    eng = engine()
+    with eng.admission.slot() as deadline:
+        queued_ms = (time.perf_counter() - started) * 1000
+        image, decode_ms = _decode(data)
+        result = eng.segment(image, options, deadline)
+    result.timing_ms = {"queue": queued_ms, "decode": decode_ms, **result.timing_ms}
+    metrics.observe_result(result)
     return _respond(result, fmt, name, started)
 
 
@@ -201,9 +206,20 @@ def index() -> str:
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
-    info = {**engine().health(), "version": __version__}
+    eng = engine()
+    info = {
+        **eng.health(),
+        "auth_required": bool(current_app.extensions.get("sam_droplet_auth")),
+        "load": {"running": eng.admission.running, "waiting": eng.admission.waiting},
+        "version": __version__,
+    }
     code = 200 if info["status"] in ("ok", "degraded") else 503
     return jsonify(info), code
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    return Response(metrics.render(), mimetype=metrics.CONTENT_TYPE_LATEST.split(";")[0])
 
 
 @bp.get("/defaults")
@@ -251,8 +267,10 @@ def analyze_image() -> Response:
     else:
         data, _, fields = _upload()
         _reject_unknown(set(fields), (), "form field(s)")
-    image, decode_ms = _decode(data)
-    out = engine().analyze(image)
+    eng = engine()
+    with eng.admission.slot():
+        image, decode_ms = _decode(data)
+        out = eng.analyze(image)
     out["timing_ms"] = {"decode": round(decode_ms, 1), **out["timing_ms"]}
     return jsonify({"success": True, **out})
 

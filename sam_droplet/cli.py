@@ -47,17 +47,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = Config.from_env(overrides)
     app = create_app(cfg)
     if args.server == "waitress":
-        from waitress import serve
+        from .waitress_server import serve, settings_from_env
 
-        print(f"sam-droplet on http://{cfg.host}:{cfg.port} (waitress)", file=sys.stderr)
-        serve(
-            app,
-            host=cfg.host,
-            port=cfg.port,
-            threads=4,
-            channel_timeout=300,
-            max_request_body_size=cfg.max_upload_bytes + 2**20,
-        )
+        settings = settings_from_env(cfg)
+        print(f"sam-droplet on http://{cfg.host}:{cfg.port} (waitress, {settings['threads']} threads)", file=sys.stderr)
+        serve(app, **settings)
     else:
         app.run(host=cfg.host, port=cfg.port, debug=cfg.debug, use_reloader=False)
     return 0

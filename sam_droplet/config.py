@@ -6,7 +6,9 @@ and what it accepts. ``.env.example`` documents the same settings for people.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -82,6 +84,46 @@ def _path(name: str, raw: str) -> Path:
     return Path(_text(name, raw)).expanduser()
 
 
+def _optional_path(name: str, raw: str) -> Path | None:
+    return Path(raw.strip()).expanduser() if raw.strip() else None
+
+
+def _key_hashes(name: str, raw: str) -> tuple[str, ...]:
+    """API keys, kept only as SHA-256 digests (the keys themselves are never stored or logged)."""
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    short = [k for k in keys if len(k) < 16]
+    if short:
+        raise ConfigError(f"{name}: {len(short)} key(s) shorter than 16 characters; use long random keys")
+    return tuple(hashlib.sha256(k.encode()).hexdigest() for k in keys)
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin like https://lab.example.org")
+    return origins
+
+
+def _rate_limit(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value.lower() in ("", "off", "none", "0"):
+        return ""
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: use e.g. '60 per minute' or '10/second;500/hour', or off"
+        ) from None
+    return value
+
+
+def _log_format(name: str, raw: str) -> str:
+    return _choice(("json", "text"))(name, raw)
+
+
 @dataclass(frozen=True)
 class Config:
     """Service settings. Build with :meth:`from_env` (environment and ``.env``) or :meth:`from_mapping`.
@@ -100,9 +142,24 @@ class Config:
         log_level: logging level (LOG_LEVEL).
         sam_batch_size: prompts decoded per batch in sam mode; 0 = auto: 4 on a CPU (small batches
             stay in cache and run twice as fast per prompt), 64 on a GPU (SAM_BATCH_SIZE).
-        torch_threads: CPU threads for torch; 0 = leave torch's default (TORCH_THREADS).
+        torch_threads: CPU threads for torch and the detector; 0 = torch's default and up to 4
+            detector threads (TORCH_THREADS). Set it per worker when several share a machine.
         grid_points_per_side: point grid of the grid segmenter (GRID_POINTS_PER_SIDE).
         grid_crop_n_layers: crop layers of the grid segmenter (GRID_CROP_N_LAYERS).
+        log_format: json (one object per line, for log collectors) or text (LOG_FORMAT).
+        api_key_hashes: SHA-256 digests of the accepted API keys; empty = no keys needed (API_KEYS,
+            comma-separated; each at least 16 characters).
+        api_keys_file: a file with one API key per line, added to API_KEYS (API_KEYS_FILE).
+        rate_limit: limit on the segmentation endpoints per API key, else per client address, in
+            flask-limiter notation; empty = none (RATE_LIMIT).
+        ratelimit_storage_uri: where the counters live: memory:// (per process) or redis://host:port
+            (shared by every worker and replica) (RATELIMIT_STORAGE_URI).
+        trusted_proxies: reverse proxies in front whose X-Forwarded-For is believed (TRUSTED_PROXIES).
+        cors_origins: origins allowed to call the API from a browser; empty = CORS off (CORS_ORIGINS).
+        max_concurrent: segmentations running at once in this process (MAX_CONCURRENT_INFERENCES).
+        max_queue: segmentations waiting for a slot; beyond it 503 with Retry-After (MAX_QUEUE).
+        request_timeout_s: deadline of one segmentation, waiting included; past it 503 while
+            waiting, 504 while running (REQUEST_TIMEOUT_S).
     """
 
     host: str = "0.0.0.0"
@@ -119,6 +176,16 @@ class Config:
     torch_threads: int = 0
     grid_points_per_side: int = 32
     grid_crop_n_layers: int = 1
+    log_format: str = "json"
+    api_key_hashes: tuple[str, ...] = ()
+    api_keys_file: Path | None = None
+    rate_limit: str = "60 per minute"
+    ratelimit_storage_uri: str = "memory://"
+    trusted_proxies: int = 0
+    cors_origins: tuple[str, ...] = ()
+    max_concurrent: int = 1
+    max_queue: int = 8
+    request_timeout_s: float = 300.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -149,8 +216,13 @@ class Config:
         return cls.from_mapping({**os.environ, **(overrides or {})})
 
     def describe(self) -> dict[str, Any]:
-        """The settings as environment variables and values (for logs and ``sam-droplet config``)."""
-        return {_VARIABLES[f.name][0]: str(getattr(self, f.name)) for f in fields(self)}
+        """The settings as environment variables and values (for logs and ``sam-droplet config``);
+        API keys appear only as a count."""
+        out = {_VARIABLES[f.name][0]: str(getattr(self, f.name)) for f in fields(self)}
+        out["API_KEYS"] = f"<{len(self.api_key_hashes)} key(s)>"
+        out["CORS_ORIGINS"] = ",".join(self.cors_origins)
+        out["RATELIMIT_STORAGE_URI"] = re.sub(r"//[^@/]*@", "//***@", self.ratelimit_storage_uri)
+        return out
 
 
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
@@ -168,4 +240,14 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "torch_threads": ("TORCH_THREADS", _int(0, 1024)),
     "grid_points_per_side": ("GRID_POINTS_PER_SIDE", _int(1, 128)),
     "grid_crop_n_layers": ("GRID_CROP_N_LAYERS", _int(0, 4)),
+    "log_format": ("LOG_FORMAT", _log_format),
+    "api_key_hashes": ("API_KEYS", _key_hashes),
+    "api_keys_file": ("API_KEYS_FILE", _optional_path),
+    "rate_limit": ("RATE_LIMIT", _rate_limit),
+    "ratelimit_storage_uri": ("RATELIMIT_STORAGE_URI", _text),
+    "trusted_proxies": ("TRUSTED_PROXIES", _int(0, 10)),
+    "cors_origins": ("CORS_ORIGINS", _origins),
+    "max_concurrent": ("MAX_CONCURRENT_INFERENCES", _int(1, 64)),
+    "max_queue": ("MAX_QUEUE", _int(0, 10000)),
+    "request_timeout_s": ("REQUEST_TIMEOUT_S", _positive_float),
 }

@@ -11,12 +11,15 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DeadlineExceeded",
     "DropletError",
     "ImageTooLarge",
     "InvalidImage",
     "InvalidOptions",
     "NotReady",
+    "Overloaded",
     "StartupError",
+    "Unauthorized",
     "UnsupportedImageType",
 ]
 
@@ -60,6 +63,29 @@ class NotReady(DropletError):
     """The requested segmenter cannot run (no model loaded)."""
 
     code = "not_ready"
+
+
+class Unauthorized(DropletError):
+    """No valid API key where one is required."""
+
+    code = "unauthorized"
+
+
+class Overloaded(DropletError):
+    """Too many segmentations waiting, a slot did not free in time, or the GPU ran out of memory;
+    ``retry_after_s`` says when to try again."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(DropletError):
+    """A segmentation ran past REQUEST_TIMEOUT_S and was stopped."""
+
+    code = "deadline_exceeded"
 
 
 class ConfigError(Exception):

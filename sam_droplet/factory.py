@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask, Response, g, request
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from . import metrics
 from .api import bp, error_response
 from .config import Config
 from .errors import (
+    DeadlineExceeded,
     DropletError,
     ImageTooLarge,
     InvalidImage,
     InvalidOptions,
     NotReady,
+    Overloaded,
+    Unauthorized,
     UnsupportedImageType,
 )
+from .logs import configure_logging
 from .pipeline import Engine
+from .ratelimit import init_rate_limits
+from .security import init_security
 
 __all__ = ["create_app"]
 
@@ -29,14 +38,16 @@ log = logging.getLogger("sam_droplet")
 # The page and its assets live at the top of the repository, beside the package.
 ROOT = Path(__file__).resolve().parent.parent
 
-STATUS = {InvalidImage: 400, InvalidOptions: 400, UnsupportedImageType: 415, ImageTooLarge: 413, NotReady: 503}
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("sam_droplet").setLevel(level)
+STATUS = {
+    InvalidImage: 400,
+    InvalidOptions: 400,
+    Unauthorized: 401,
+    ImageTooLarge: 413,
+    UnsupportedImageType: 415,
+    NotReady: 503,
+    Overloaded: 503,
+    DeadlineExceeded: 504,
+}
 
 
 def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine | None = None) -> Flask:
@@ -59,7 +70,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         cfg = config
     else:
         cfg = Config.from_mapping(config)
-    _configure_logging(cfg.log_level)
+    configure_logging(cfg.log_level, cfg.log_format)
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(
@@ -71,23 +82,65 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         SAM_DROPLET=cfg,
     )
     app.json.sort_keys = False
-    app.extensions["sam_droplet"] = engine or Engine.start(cfg)
+    eng = app.extensions["sam_droplet"] = engine or Engine.start(cfg)
+    metrics.set_model_loaded(eng.model is not None)
     app.register_blueprint(bp)
 
+    # Order matters: the request id first (every later log line carries it), then the API key
+    # (the rate limiter counts per key), then the rate limiter (registered by init_rate_limits).
     @app.before_request
     def _request_id() -> None:
+        g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        metrics.IN_FLIGHT.inc()
+        g.in_flight = True
+
+    init_security(app, cfg)
+    init_rate_limits(app, cfg)
 
     @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.endpoint or "unknown"
+        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        if endpoint not in ("api.health", "api.metrics_endpoint", "static"):
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 1),
+                    "client": request.remote_addr,
+                    "key_id": g.get("api_key_id"),
+                    "droplets": response.headers.get("X-Droplet-Count"),
+                    "bytes_in": request.content_length,
+                },
+            )
         return response
+
+    @app.teardown_request
+    def _in_flight_done(_exc: BaseException | None) -> None:
+        if g.pop("in_flight", False):
+            metrics.IN_FLIGHT.dec()
 
     @app.errorhandler(DropletError)
     def _droplet_error(exc: DropletError):
-        return error_response(STATUS.get(type(exc), 400), exc.code, exc.message, exc.details or None)
+        response, status = error_response(STATUS.get(type(exc), 400), exc.code, exc.message, exc.details or None)
+        if isinstance(exc, Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sam-droplet"'
+        return response, status
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):
+        response, status = error_response(
+            429, "rate_limited", f"too many requests: the limit is {exc.description}; see Retry-After"
+        )
+        return response, status
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):

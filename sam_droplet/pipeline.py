@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .admission import Admission, Deadline
 from .config import SEGMENTERS, Config
 from .decode import DecodedImage
 from .detect import APPEARANCES, DetectionParams, detect_droplets
-from .errors import InvalidOptions, NotReady, StartupError
+from .errors import InvalidOptions, NotReady, Overloaded, StartupError
 from .filters import PRESETS, FilterSpec, apply_filters, resolve_filters
 from .instances import resolve_overlaps
 from .measure import Droplet, measure_droplets, summarize
@@ -124,8 +127,9 @@ class Engine:
         self.status = status
         self.status_reason = status_reason
         self.started = time.time()
-        # One inference at a time per process: torch already uses every core for one image.
+        # The model runs one image at a time; Admission bounds how many segmentations run and wait.
         self._model_lock = threading.Lock()
+        self.admission = Admission(config.max_concurrent, config.max_queue, config.request_timeout_s)
 
     @classmethod
     def start(cls, config: Config) -> Engine:
@@ -199,9 +203,31 @@ class Engine:
             raise NotReady(f"the {name} segmenter needs the SAM model, which is not loaded: {reason}")
         return name
 
-    def segment(self, image: DecodedImage, options: SegmentOptions) -> SegmentationResult:
-        """Run the whole pipeline on a decoded image; options are validated before any work."""
+    def segment(
+        self, image: DecodedImage, options: SegmentOptions, deadline: Deadline | None = None
+    ) -> SegmentationResult:
+        """Run the whole pipeline on a decoded image; options are validated before any work.
+
+        Raises:
+            InvalidOptions, NotReady: the request cannot be served as asked.
+            DeadlineExceeded: ``deadline`` passed (checked between stages and SAM batches).
+            Overloaded: the device ran out of memory; the next request starts clean.
+        """
         options.validate()
+        try:
+            return self._segment(image, options, deadline.check if deadline else None)
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            _free_device_memory()
+            log.warning("out of memory during a segmentation of %dx%d: %s", image.width, image.height, exc)
+            raise Overloaded(
+                "the device ran out of memory for this image; try again, or use a smaller image", retry_after_s=10
+            ) from None
+
+    def _segment(
+        self, image: DecodedImage, options: SegmentOptions, check: Callable[[str], None] | None
+    ) -> SegmentationResult:
         segmenter = self.resolve_segmenter(options.segmenter)
         spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
         appearance = options.appearance or PRESETS[preset].appearance
@@ -219,8 +245,12 @@ class Engine:
             timing["grid"] = (time.perf_counter() - t0) * 1000
             details["grid"] = grid_stats.as_dict()
         else:
-            detection = detect_droplets(image.gray, DetectionParams(appearance=appearance))
+            detection = detect_droplets(
+                image.gray, DetectionParams(appearance=appearance, threads=self.config.torch_threads)
+            )
             timing["detect"] = (time.perf_counter() - t0) * 1000
+            if check:
+                check("detection")
             details["detector"] = {
                 "appearance": detection.appearance,
                 "proposals": detection.n_proposals,
@@ -233,11 +263,13 @@ class Engine:
                 t1 = time.perf_counter()
                 refiner = SamRefiner(self.model, batch_size=self.config.sam_batch_size)
                 with self._model_lock:
-                    raw, refine_stats = refiner.refine(image.rgb8, raw)
+                    raw, refine_stats = refiner.refine(image.rgb8, raw, check)
                 timing["refine"] = (time.perf_counter() - t1) * 1000
                 timing.update({f"refine_{k}": v for k, v in refine_stats.timing_ms.items()})
                 details["sam"] = refine_stats.as_dict()
 
+        if check:
+            check("refinement")
         t0 = time.perf_counter()
         instances, report = resolve_overlaps(raw)
         timing["postprocess"] = (time.perf_counter() - t0) * 1000
@@ -311,3 +343,16 @@ class Engine:
             "suggested_filters": suggested,
             "timing_ms": {"analyze": round((time.perf_counter() - t0) * 1000, 1)},
         }
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower()
+
+
+def _free_device_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

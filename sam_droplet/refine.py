@@ -17,6 +17,7 @@ and counted as a fallback, so a poor prompt never turns a droplet into a blob of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,8 +281,14 @@ class SamRefiner:
 
     # -- the whole step --------------------------------------------------------------------------
 
-    def refine(self, rgb8: np.ndarray, detections: list[Instance]) -> tuple[list[Instance], RefineStats]:
-        """Replace each detection's mask with SAM's, where SAM agrees; see the module docstring."""
+    def refine(
+        self, rgb8: np.ndarray, detections: list[Instance], check: Callable[[str], None] | None = None
+    ) -> tuple[list[Instance], RefineStats]:
+        """Replace each detection's mask with SAM's, where SAM agrees; see the module docstring.
+
+        ``check(stage)`` is called before each encoding and decoder batch; it may raise to stop the
+        work (a request's deadline).
+        """
         stats = RefineStats(prompts=len(detections))
         h, w = rgb8.shape[:2]
         centers = np.array([d.center if d.center else ((d.x0 + d.x1) / 2, (d.y0 + d.y1) / 2) for d in detections])
@@ -314,6 +321,8 @@ class SamRefiner:
             idx = np.flatnonzero(owner == v)
             if idx.size == 0:
                 continue
+            if check:
+                check("SAM encoding")
             t0 = time.perf_counter()
             enc = self.encode(rgb8, view)
             stats.add_time("encode", time.perf_counter() - t0)
@@ -321,6 +330,8 @@ class SamRefiner:
             idx = idx[np.argsort((regions[idx, 2] - regions[idx, 0]), kind="stable")]
             for start in range(0, idx.size, self.batch_size):
                 batch = idx[start : start + self.batch_size]
+                if check:
+                    check("SAM decoding")
                 t1 = time.perf_counter()
                 logits, scores, tops, _ = self.decode(enc, boxes[batch], centers[batch], regions[batch])
                 stats.add_time("decode", time.perf_counter() - t1)

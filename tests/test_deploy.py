@@ -1,0 +1,317 @@
+"""Deployment, for real: Waitress, Gunicorn (2 workers) and uWSGI serving the app with a random-init
+SAM checkpoint, nginx (Debian's) with the project's nginx.conf in front of Gunicorn, SIGTERM while a
+segmentation is in flight, and static checks of the systemd unit, the Dockerfiles, docker-compose.yml
+and the Kubernetes manifests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from sam_droplet import synthetic
+
+from . import servers
+from .conftest import ROOT, png_bytes
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def server_env(random_checkpoint) -> dict[str, str]:
+    # SEGMENTER=auto with a loadable checkpoint serves in sam mode, as a GPU server with real weights does.
+    return {"SAM_MODEL_PATH": str(random_checkpoint), "SEGMENTER": "auto", "SAM_DEVICE": "cpu", "TORCH_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def slow_png() -> bytes:
+    """About 100 droplets: several seconds in sam mode on a CPU, long enough to signal mid-request."""
+    return png_bytes(synthetic.packed_monolayer(shape=(320, 400), radius=16.0, seed=5).image)
+
+
+def post_image(url: str, png: bytes, **fields: str) -> requests.Response:
+    return requests.post(url + "/segment_file", files={"file": ("d.png", png, "image/png")}, data=fields, timeout=300)
+
+
+def check_answer(r: requests.Response, segmenter: str = "sam") -> dict:
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert body["success"] is True and body["segmenter"] == segmenter
+    assert body["num_droplets"] == len(body["droplets"]) > 0
+    return body
+
+
+@pytest.mark.parametrize("name", ["waitress", "gunicorn", "uwsgi"])
+def test_server_serves_then_stops_gracefully(name, server_env, small_png, slow_png, tmp_path):
+    server = servers.SERVERS[name](servers.free_port(), tmp_path / f"{name}.log", server_env)
+    try:
+        health = server.wait_healthy()
+        assert health["model_loaded"] is True and health["segmenter"] == "sam", health
+        check_answer(post_image(server.url, small_png))
+        check_answer(post_image(server.url, small_png, segmenter="classical"), "classical")
+
+        # SIGTERM while a segmentation runs: the answer still arrives whole, then the server exits.
+        answer: dict = {}
+
+        def slow_request() -> None:
+            try:
+                answer["response"] = post_image(server.url, slow_png)
+            except requests.RequestException as exc:
+                answer["error"] = exc
+            answer["done"] = time.monotonic()
+
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        time.sleep(1.5)
+        signalled = time.monotonic()
+        server.terminate()
+        worker.join(300)
+        assert "error" not in answer, f"{answer.get('error')}\n{server.log()[-2000:]}"
+        body = check_answer(answer["response"])
+        assert answer["done"] > signalled + 0.5, "the request finished before the signal: make it slower"
+        assert body["summary"]["sam"]["prompts"] > 50
+        rc = server.wait_exit(60)
+        assert rc in (0, 30 if name == "uwsgi" else 0), f"exit {rc}\n{server.log()[-2000:]}"
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        server.stop()
+
+
+# -- nginx in front of Gunicorn --------------------------------------------------------------------
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def nginx_conf_for_test(tmp: Path, http_port: int, https_port: int, upstream_port: int) -> Path:
+    """The project's nginx.conf with paths and ports (only) moved into ``tmp``."""
+    cert, key = tmp / "fullchain.pem", tmp / "privkey.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    text = (ROOT / "nginx.conf").read_text()
+    replacements = {
+        "pid /run/nginx.pid;": f"pid {tmp}/nginx.pid;",
+        "/var/log/nginx/": f"{tmp}/",
+        "listen 80;": f"listen 127.0.0.1:{http_port};",
+        "listen 443 ssl http2;": f"listen 127.0.0.1:{https_port} ssl http2;",
+        "server 127.0.0.1:9487;": f"server 127.0.0.1:{upstream_port};",
+        "/etc/nginx/certs/fullchain.pem": str(cert),
+        "/etc/nginx/certs/privkey.pem": str(key),
+        "/opt/sam-droplet/static/": f"{ROOT}/static/",
+        "/var/www/html": str(tmp),
+    }
+    for old, new in replacements.items():
+        assert old in text, f"nginx.conf no longer contains {old!r}"
+        text = text.replace(old, new)
+    conf = tmp / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+@pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (.ci/run installs Debian's nginx)")
+def test_nginx_in_front_of_gunicorn(server_env, small_png, tmp_path):
+    tmp_path.chmod(0o755)  # nginx's workers run as www-data and read the static files and certs
+    app_port, http_port, https_port = servers.free_port(), servers.free_port(), servers.free_port()
+    conf = nginx_conf_for_test(tmp_path, http_port, https_port, app_port)
+    check = subprocess.run([NGINX, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    # The shipped file as is: only its certificate paths do not exist here.
+    app = servers.gunicorn(app_port, tmp_path / "gunicorn.log", server_env)
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        app.wait_healthy()
+        base = f"https://127.0.0.1:{https_port}"
+        s = requests.Session()
+        cert = str(tmp_path / "fullchain.pem")  # the test's own CA: verify per request (env may override a session's)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert s.get(base + "/health", timeout=5, verify=cert).status_code == 200
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+        # Plain HTTP redirects to HTTPS.
+        r = requests.get(f"http://127.0.0.1:{http_port}/health", allow_redirects=False, timeout=5)
+        assert r.status_code == 301 and r.headers["Location"].startswith("https://")
+
+        # A segmentation through nginx; the request id passes through to the app and back.
+        r = s.post(
+            base + "/segment_file",
+            files={"file": ("d.png", small_png, "image/png")},
+            headers={"X-Request-ID": "nginx-test-1", "Accept-Encoding": "gzip"},
+            timeout=300,
+            verify=cert,
+        )
+        check_answer(r)
+        assert r.headers["X-Request-ID"] == "nginx-test-1"
+        assert r.headers.get("Content-Encoding") == "gzip"
+        for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Strict-Transport-Security"):
+            assert header in r.headers, header
+
+        # Static files come from nginx itself, with caching.
+        r = s.get(base + "/static/app.js", timeout=5, verify=cert)
+        assert r.status_code == 200 and "max-age=86400" in r.headers.get("Cache-Control", "")
+        assert r.content == (ROOT / "static" / "app.js").read_bytes()
+
+        # Larger than client_max_body_size: 413 JSON from nginx, from the header alone.
+        conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=ssl.create_default_context(cafile=cert))
+        conn.putrequest("POST", "/segment_file")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(60 * 2**20))
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 413 and b'"too_large"' in body and resp.getheader("Content-Type") == "application/json"
+        conn.close()
+
+        app.stop()
+        # With the app down, nginx answers a JSON 503, not an HTML error page.
+        r = s.get(base + "/defaults", timeout=15, verify=cert)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        app.stop()
+    gunicorn_log = (tmp_path / "gunicorn.log").read_text()
+    assert "rid=nginx-test-1" in gunicorn_log, gunicorn_log[-2000:]
+
+
+# -- static checks of the other deployment files ---------------------------------------------------
+
+
+def test_systemd_unit_verifies(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (.ci/run installs Debian's systemd)")
+    unit = (ROOT / "deploy" / "sam-droplet.service").read_text()
+    for key in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+    ):
+        assert key in unit, key
+    assert "ReadWritePaths=" in unit and "gunicorn -c gunicorn.conf.py app:app" in unit
+    # verify checks that ExecStart's program exists: point it at this checkout's (paths only).
+    exec_start = re.search(r"^ExecStart=(\S+)", unit, re.M).group(1)
+    unit = unit.replace(exec_start, str(servers.BIN / "gunicorn"))
+    local = tmp_path / "sam-droplet.service"
+    local.write_text(unit)
+    r = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
+    problems = [line for line in r.stderr.splitlines() if "sam-droplet.service" in line]
+    assert r.returncode == 0 and not problems, r.stderr
+
+
+DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_sources_and_commands_exist(name):
+    lines = (ROOT / name).read_text().splitlines()
+    joined = "\n".join(lines).replace("\\\n", " ")
+    copies = [line.split()[1:] for line in joined.splitlines() if line.startswith("COPY ")]
+    assert copies
+    for args in copies:
+        sources = [a for a in args[:-1] if not a.startswith("--")]
+        for src in sources:
+            assert (ROOT / src).exists(), f"{name}: COPY source {src} does not exist"
+    assert "HEALTHCHECK" in joined and "/health" in joined and "\nUSER " in joined
+    cmd = next(line for line in joined.splitlines() if line.startswith("CMD "))
+    for word in re.findall(r'"([^"]+)"', cmd):
+        if word.endswith((".py", ".ini")) or (":" in word and word.split(":")[0] == "app"):
+            path = word.split(":")[0] + ".py" if ":" in word else word
+            assert (ROOT / path).exists(), f"{name}: CMD names {word}, which does not exist"
+    ignore = (ROOT / ".dockerignore").read_text()
+    assert "model/*" in ignore and ".venv" in ignore
+
+
+def compose_config(*files: str) -> dict:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs Debian's docker-compose)")
+    args = [a for f in files for a in ("-f", f)]
+    r = subprocess.run([compose, *args, "config"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)
+
+
+def test_docker_compose_validates():
+    services = compose_config("docker-compose.yml")["services"]
+    assert {"app", "nginx", "redis"} <= set(services)
+    app = services["app"]
+    assert "container_name" not in app, "a fixed name stops `docker-compose up --scale app=3`"
+    assert "ports" not in app, "published ports collide when the app is scaled; nginx publishes"
+    assert "/health" in " ".join(app["healthcheck"]["test"]) and app["restart"] == "unless-stopped"
+    assert any(v.endswith("/app/model:ro") for v in app["volumes"])
+    assert "redis://redis:6379" in app["environment"]["RATELIMIT_STORAGE_URI"]
+    for name in ("nginx", "redis"):
+        assert services[name]["healthcheck"] and services[name]["restart"]
+    # nginx runs the project's nginx.conf; its upstream line is the one the command rewrites.
+    assert "server 127.0.0.1:9487;" in (ROOT / "nginx.conf").read_text()
+    assert "server 127.0.0.1:9487;/server app:9487;" in " ".join(services["nginx"]["command"])
+
+    gpu = compose_config("docker-compose.yml", "docker-compose.gpu.yml")["services"]["app"]
+    assert gpu["build"]["dockerfile"] == "Dockerfile.gpu" and gpu["environment"]["SAM_DEVICE"] == "cuda"
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_kubernetes_manifests_match_the_app():
+    docs = []
+    for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d and "kind" in d)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= kinds
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        assert container["ports"][0]["containerPort"] == 9487
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["path"] == "/health"
+            assert container[probe]["httpGet"]["port"] in (9487, "http")
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/app/model" in mounts
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["ports"][0]["targetPort"] in (9487, "http")
+    gpu = [d for d in docs if d["kind"] == "Deployment" and "gpu" in d["metadata"]["name"]]
+    assert gpu and gpu[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_gunicorn_config_never_touches_cuda_in_the_master():
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    assert "import torch" not in text and "preload_app = False" in text
+    for word in ("def post_fork", "def pre_fork", "max_requests_jitter", "graceful_timeout"):
+        assert word in text, word
