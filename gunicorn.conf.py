@@ -61,12 +61,27 @@ preload_app = False
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# Client, request line, status, bytes, time in ms, request id (also returned to the client).
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# Client, request line, status, bytes, time in ms, request id (also returned to the client), worker pid.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s pid=%(p)s'
 # Workers split the CPU between them (TORCH_THREADS unset or 0); set before torch starts in a worker.
 if os.environ.get("TORCH_THREADS", "0").strip() in ("", "0"):
     os.environ["TORCH_THREADS"] = str(max(1, _cpus // workers))
 os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
+
+
+# /metrics adds up every worker's counters from files in this folder (prometheus_client multiprocess
+# mode); a fresh folder per server start, so a restart does not inherit dead workers' numbers.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sam-droplet-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (in-flight, model loaded) from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def pre_fork(server, worker):

@@ -122,7 +122,11 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
 def _json_body(accepted: tuple[str, ...]) -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True) if request.data else None
+    try:
+        # json, not request.get_json: deeply nested input raises RecursionError, which Flask lets through.
+        body = json.loads(request.get_data()) if request.data else None
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
         raise InvalidOptions("send a JSON object with the key 'image' (a data URL or base64 string)")
     _reject_unknown(set(body), accepted, "JSON key(s)")

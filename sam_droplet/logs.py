@@ -51,7 +51,6 @@ def configure_logging(level: str, fmt: str = "json") -> None:
         handler = logging.StreamHandler()
         handler._sam_droplet = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-        logger.propagate = False
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -175,6 +176,7 @@ class Engine:
             "cuda": None,
             "uptime_s": round(time.time() - self.started, 1),
             "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "pid": os.getpid(),
         }
         if self.status_reason:
             info["reason"] = self.status_reason

@@ -104,3 +104,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"team data not available: {SHARED_DATA} is absent (only on the team's machines)")
     return SHARED_DATA
+
+
+# -- real server processes (deployment and resilience tests) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def server_env(random_checkpoint) -> dict[str, str]:
+    # SEGMENTER=auto with a loadable checkpoint serves in sam mode, as a GPU server with real weights does.
+    return {"SAM_MODEL_PATH": str(random_checkpoint), "SEGMENTER": "auto", "SAM_DEVICE": "cpu", "TORCH_THREADS": "1"}
+
+
+@pytest.fixture(scope="session")
+def slow_png() -> bytes:
+    """About 100 droplets: several seconds in sam mode on a CPU, long enough to signal mid-request."""
+    return png_bytes(synthetic.packed_monolayer(shape=(320, 400), radius=16.0, seed=5).image)

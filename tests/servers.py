@@ -31,7 +31,8 @@ class ServerProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("UWSGI_", "GUNICORN_", "WAITRESS_"))}
+        prefixes = ("UWSGI_", "GUNICORN_", "WAITRESS_", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
         full_env.update({"LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -81,7 +82,10 @@ def waitress(port: int, log_path: Path, env: dict[str, str]) -> ServerProcess:
 
 
 def gunicorn(port: int, log_path: Path, env: dict[str, str], workers: int = 2) -> ServerProcess:
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)}
+    """Gunicorn with gunicorn.conf.py; ``workers=0`` keeps its default (one per 4 cores, at least 1)."""
+    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+    if workers:
+        env["WEB_CONCURRENCY"] = str(workers)
     return ServerProcess([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"], port, log_path, env)
 
 

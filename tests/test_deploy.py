@@ -19,24 +19,10 @@ import pytest
 import requests
 import yaml
 
-from sam_droplet import synthetic
-
 from . import servers
-from .conftest import ROOT, png_bytes
+from .conftest import ROOT
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def server_env(random_checkpoint) -> dict[str, str]:
-    # SEGMENTER=auto with a loadable checkpoint serves in sam mode, as a GPU server with real weights does.
-    return {"SAM_MODEL_PATH": str(random_checkpoint), "SEGMENTER": "auto", "SAM_DEVICE": "cpu", "TORCH_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def slow_png() -> bytes:
-    """About 100 droplets: several seconds in sam mode on a CPU, long enough to signal mid-request."""
-    return png_bytes(synthetic.packed_monolayer(shape=(320, 400), radius=16.0, seed=5).image)
 
 
 def post_image(url: str, png: bytes, **fields: str) -> requests.Response:

@@ -1,0 +1,267 @@
+"""Hardening through the app: API keys, rate limits, CORS, security headers, backpressure, deadlines,
+out-of-memory recovery, metrics and structured logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from sam_droplet.config import Config
+from sam_droplet.errors import ConfigError
+from sam_droplet.factory import create_app
+from sam_droplet.logs import configure_logging
+
+KEY = "k" * 8 + "-lab-key-0123456789"
+OTHER_KEY = "another-lab-key-abcdef"
+
+
+@pytest.fixture()
+def service_log():
+    """What the service logs, as text: its handler's stream swapped for a buffer."""
+    configure_logging("INFO", "json")
+    logger = logging.getLogger("sam_droplet")
+    handler = next(h for h in logger.handlers if getattr(h, "_sam_droplet", False))
+    buffer = io.StringIO()
+    old = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(old)
+
+
+def make_client(classical_engine, **settings):
+    mapping = {"SEGMENTER": "classical", "MAX_UPLOAD_MB": "8", "RATE_LIMIT": "off", **settings}
+    return create_app(Config.from_mapping(mapping), engine=classical_engine).test_client()
+
+
+def post(client, png: bytes, headers: dict | None = None, **fields):
+    data = {"file": (io.BytesIO(png), "d.png"), **fields}
+    return client.post("/segment_file", data=data, content_type="multipart/form-data", headers=headers or {})
+
+
+# -- API keys --------------------------------------------------------------------------------------
+
+
+def test_keys_required_when_configured(classical_engine, small_png, service_log, tmp_path):
+    keyfile = tmp_path / "keys.txt"
+    keyfile.write_text(f"# lab keys\n{OTHER_KEY}\n")
+    client = make_client(classical_engine, API_KEYS=KEY, API_KEYS_FILE=str(keyfile))
+
+    r = post(client, small_png)
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
+    assert "Bearer" in r.headers["WWW-Authenticate"]
+    assert post(client, small_png, {"X-API-Key": "wrong-key-wrong-key"}).status_code == 401
+    assert post(client, small_png, {"X-API-Key": KEY}).status_code == 200
+    assert post(client, small_png, {"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
+    assert client.post("/segment", json={"image": "x"}).status_code == 401
+    # Public: the page, health, metrics and static files.
+    for path in ("/", "/health", "/metrics", "/static/app.js"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/health").get_json()["auth_required"] is True
+    # Keys never appear in logs or in the page.
+    logged = service_log.getvalue()
+    assert '"key_id"' in logged and KEY not in logged and OTHER_KEY not in logged
+    assert KEY not in client.get("/").get_data(as_text=True)
+
+
+def test_key_configuration_errors(tmp_path):
+    with pytest.raises(ConfigError, match="API_KEYS"):
+        Config.from_mapping({"API_KEYS": "short"})
+    assert "API_KEYS" in Config.from_mapping({"API_KEYS": KEY}).describe()
+    assert KEY not in str(Config.from_mapping({"API_KEYS": KEY}).describe())
+    with pytest.raises(ConfigError, match="API_KEYS_FILE"):
+        create_app(Config.from_mapping({"SEGMENTER": "classical", "API_KEYS_FILE": str(tmp_path / "missing")}))
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+
+
+def test_rate_limit_per_client_with_retry_after(classical_engine, small_png):
+    client = make_client(classical_engine, RATE_LIMIT="3 per minute")
+    codes = [post(client, small_png).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    r = post(client, small_png)
+    assert r.status_code == 429 and r.get_json()["error"]["code"] == "rate_limited"
+    assert 0 < int(r.headers["Retry-After"]) <= 60
+    # Health and the page are not limited; another client address has its own budget.
+    assert all(client.get("/health").status_code == 200 for _ in range(5))
+    r = client.post(
+        "/segment_file",
+        data={"file": (io.BytesIO(small_png), "d.png")},
+        content_type="multipart/form-data",
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
+    assert r.status_code == 200
+
+
+def test_rate_limit_per_key_and_forwarded_for_only_from_trusted_proxies(classical_engine, small_png):
+    client = make_client(classical_engine, RATE_LIMIT="2 per minute", API_KEYS=f"{KEY},{OTHER_KEY}")
+    assert [post(client, small_png, {"X-API-Key": KEY}).status_code for _ in range(3)] == [200, 200, 429]
+    assert post(client, small_png, {"X-API-Key": OTHER_KEY}).status_code == 200
+
+    # Without trusted proxies a forged X-Forwarded-For does not buy a new budget.
+    client = make_client(classical_engine, RATE_LIMIT="2 per minute")
+    codes = [post(client, small_png, {"X-Forwarded-For": f"10.1.0.{i}"}).status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    # Behind one trusted proxy, the address it reports is the client.
+    client = make_client(classical_engine, RATE_LIMIT="2 per minute", TRUSTED_PROXIES="1")
+    codes = [post(client, small_png, {"X-Forwarded-For": f"10.2.0.{i}"}).status_code for i in range(3)]
+    assert codes == [200, 200, 200]
+
+
+def test_bad_limit_settings_stop_startup():
+    with pytest.raises(ConfigError, match="RATE_LIMIT"):
+        Config.from_mapping({"RATE_LIMIT": "lots"})
+    with pytest.raises(ConfigError, match="CORS_ORIGINS"):
+        Config.from_mapping({"CORS_ORIGINS": "not a url"})
+
+
+# -- CORS and headers ------------------------------------------------------------------------------
+
+
+def test_cors_off_by_default_and_allowlisted(classical_engine):
+    client = make_client(classical_engine)
+    r = client.get("/defaults", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    client = make_client(classical_engine, CORS_ORIGINS="https://lab.example.org")
+    r = client.get("/defaults", headers={"Origin": "https://lab.example.org"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://lab.example.org"
+    r = client.options("/segment_file", headers={"Origin": "https://lab.example.org"})
+    assert (
+        "POST" in r.headers["Access-Control-Allow-Methods"] and "X-API-Key" in r.headers["Access-Control-Allow-Headers"]
+    )
+    r = client.get("/defaults", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_security_headers_on_the_page(client):
+    r = client.get("/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"]
+    assert "<script>" not in r.get_data(as_text=True)  # no inline script for the CSP to forbid
+
+
+def test_debug_is_never_on_by_default():
+    assert Config.from_mapping({}).debug is False
+    for path in ("gunicorn.conf.py", "uwsgi.ini", "waitress_config.py", "docker-compose.yml"):
+        text = (__import__("pathlib").Path(__file__).parent.parent / path).read_text().lower()
+        assert "flask_debug=true" not in text.replace(" ", "") and "debug = true" not in text, path
+
+
+# -- backpressure, deadlines, memory faults ---------------------------------------------------------
+
+
+def test_queue_full_answers_503_with_retry_after(classical_engine, small_png):
+    app = create_app(
+        Config.from_mapping({"SEGMENTER": "classical", "RATE_LIMIT": "off"}),
+        engine=classical_engine,
+    )
+    admission = app.extensions["sam_droplet"].admission
+    saved = admission.max_queue
+    admission.max_queue = 0
+    try:
+        with admission.slot():  # another request holds the only slot
+            r = post(app.test_client(), small_png)
+        assert r.status_code == 503 and r.get_json()["error"]["code"] == "overloaded"
+        assert int(r.headers["Retry-After"]) >= 2
+        assert post(app.test_client(), small_png).status_code == 200  # the slot freed: served again
+    finally:
+        admission.max_queue = saved
+
+
+def test_waiting_requests_are_served_in_turn():
+    from sam_droplet.admission import Admission
+
+    admission = Admission(max_concurrent=1, max_queue=2, timeout_s=10)
+    order: list[int] = []
+
+    def work(i: int) -> None:
+        with admission.slot():
+            order.append(i)
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert sorted(order) == [0, 1, 2] and admission.running == 0 and admission.waiting == 0
+
+
+def test_deadline_stops_a_segmentation_with_504(sam_config, sam_engine, packed_png):
+    from dataclasses import replace
+
+    from sam_droplet.admission import Admission
+
+    app = create_app(replace(sam_config, rate_limit=""), engine=sam_engine)
+    saved = sam_engine.admission
+    sam_engine.admission = Admission(1, 8, timeout_s=0.5)
+    try:
+        r = post(app.test_client(), packed_png, segmenter="sam")
+        assert r.status_code == 504 and r.get_json()["error"]["code"] == "deadline_exceeded"
+        assert "REQUEST_TIMEOUT_S" in r.get_json()["error"]["message"]
+    finally:
+        sam_engine.admission = saved
+    assert post(app.test_client(), packed_png, segmenter="classical").status_code == 200
+
+
+def test_out_of_memory_answers_503_and_the_next_request_works(sam_config, sam_engine, small_png, monkeypatch):
+    from dataclasses import replace
+
+    import torch
+
+    from sam_droplet import refine
+
+    app = create_app(replace(sam_config, rate_limit=""), engine=sam_engine)
+    real = refine.SamRefiner.refine
+    calls = {"n": 0}
+
+    def failing_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(refine.SamRefiner, "refine", failing_once)
+    client = app.test_client()
+    r = post(client, small_png, segmenter="sam")
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "overloaded" and r.headers["Retry-After"]
+    assert "2.00 GiB" not in r.get_data(as_text=True)
+    assert post(client, small_png, segmenter="sam").status_code == 200
+    assert sam_engine.admission.running == 0
+
+
+# -- observability ---------------------------------------------------------------------------------
+
+
+def test_metrics_endpoint(classical_engine, small_png):
+    client = make_client(classical_engine)
+    post(client, small_png)
+    post(client, b"not an image")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'sam_droplet_requests_total{endpoint="api.segment_file",method="POST",status="200"}' in text
+    assert 'status="415"' in text or 'status="400"' in text
+    for name in (
+        "sam_droplet_request_seconds_bucket",
+        'sam_droplet_inference_seconds_bucket{le="0.5",stage="detect"}',
+        "sam_droplet_droplets_per_image_count",
+        "sam_droplet_requests_in_flight",
+        "sam_droplet_model_loaded 0.0",
+    ):
+        assert name in text, name
+
+
+def test_json_logs_carry_the_request_id(classical_engine, small_png, service_log):
+    client = make_client(classical_engine, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    post(client, small_png, {"X-Request-ID": "trace-42"})
+    lines = [json.loads(line) for line in service_log.getvalue().splitlines() if line.startswith("{")]
+    request_lines = [line for line in lines if line.get("msg") == "request" and line.get("request_id") == "trace-42"]
+    assert request_lines, lines
+    line = request_lines[-1]
+    assert line["status"] == 200 and line["path"] == "/segment_file" and line["duration_ms"] > 0
+    assert int(line["droplets"]) > 0 and "file" not in line
