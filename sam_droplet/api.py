@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from . import __version__, metrics
 from .config import Config
-from .decode import decode_image
+from .decode import decode_channel, decode_image
 from .errors import InvalidImage, InvalidOptions
 from .export import result_json, to_coco, to_csv, to_label_png, to_overlay_png
 from .filters import DEFAULT_FILTERS, FILTER_KEYS, PRESETS
@@ -33,7 +34,19 @@ bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
 FORMATS = ("json", "csv", "labels", "overlay", "coco")
-OPTION_FIELDS = ("filters", "preset", "segmenter", "um_per_px", "format", "appearance")
+OPTION_FIELDS = (
+    "filters",
+    "preset",
+    "segmenter",
+    "um_per_px",
+    "format",
+    "appearance",
+    "fluorescence_threshold",
+    "threshold_method",
+    "spot_diameter_px",
+    "brightfield_channel",
+    "fluorescence_channel",
+)
 
 
 def engine() -> Engine:
@@ -101,21 +114,45 @@ def _options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
         preset=_as_text("preset", raw.get("preset")),
         um_per_px=_as_float("um_per_px", raw.get("um_per_px")),
         appearance=_as_text("appearance", raw.get("appearance")),
+        fluorescence_threshold=_as_float("fluorescence_threshold", raw.get("fluorescence_threshold")),
+        threshold_method=_as_text("threshold_method", raw.get("threshold_method")) or "otsu",
+        spot_diameter_px=_as_float("spot_diameter_px", raw.get("spot_diameter_px")) or 5.0,
     )
     options.validate()
     return options, fmt
 
 
-def _upload() -> tuple[bytes, str, dict[str, Any]]:
-    """(file bytes, file name, option fields) of a multipart upload."""
+def _channel_index(name: str, value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else -1
+    except ValueError:
+        number = -1
+    if not 0 <= number < 64:
+        raise InvalidOptions(f"{name} must be a whole number from 0 (the first channel), got {value!r}")
+    return number
+
+
+def _upload(
+    file_fields: tuple[str, ...] = ("file",), form_fields: tuple[str, ...] = OPTION_FIELDS
+) -> tuple[bytes, str, dict[str, Any]]:
+    """(file bytes, file name, option fields) of a multipart upload; other file fields (the
+    fluorescence channel) are returned among the fields as bytes."""
     if not request.files and not request.form:
         raise InvalidOptions("send the image as multipart/form-data with the field 'file'")
-    _reject_unknown(set(request.files), ("file",), "file field(s)")
-    _reject_unknown(set(request.form), OPTION_FIELDS, "form field(s)")
+    _reject_unknown(set(request.files), file_fields, "file field(s)")
+    _reject_unknown(set(request.form), form_fields, "form field(s)")
+    fields: dict[str, Any] = {k: request.form.get(k) for k in request.form}
+    for extra in file_fields[1:]:
+        if extra in request.files:
+            fields[extra] = request.files[extra].read()
     upload = request.files.get("file")
     if upload is None:
+        if fields.get("fluorescence"):
+            return b"", request.files["fluorescence"].filename or "image", fields
         raise InvalidOptions("missing the form field 'file' with the image")
-    return upload.read(), upload.filename or "image", {k: request.form.get(k) for k in request.form}
+    return upload.read(), upload.filename or "image", fields
 
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
@@ -133,14 +170,14 @@ def _json_body(accepted: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-def _base64_image(value: Any) -> bytes:
+def _base64_image(value: Any, key: str = "image") -> bytes:
     if not isinstance(value, str) or not value:
-        raise InvalidImage("'image' must be a non-empty string: a data URL or base64 data")
+        raise InvalidImage(f"'{key}' must be a non-empty string: a data URL or base64 data")
     text = _DATA_URL.sub("", value.strip(), count=1)
     try:
         return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidImage("'image' is not valid base64") from None
+        raise InvalidImage(f"'{key}' is not valid base64") from None
 
 
 def _decode(data: bytes):
@@ -179,14 +216,39 @@ def _respond(result: SegmentationResult, fmt: str, name: str, started: float) ->
     return response
 
 
-def _segment(data: bytes, name: str, raw: dict[str, Any]) -> Response:
+def _images(data: bytes, fluorescence: bytes | None, raw: dict[str, Any]) -> tuple[Any, Any]:
+    """(bright-field image, fluorescence image or None) from the upload and the channel options.
+
+    One file and both channel indices: the two channels of a multi-channel file. Only a
+    fluorescence image: the droplets are found on it.
+    """
+    bf_channel = _channel_index("brightfield_channel", raw.get("brightfield_channel"))
+    fl_channel = _channel_index("fluorescence_channel", raw.get("fluorescence_channel"))
+    limit = settings().max_image_pixels
+    if (bf_channel is None) != (fl_channel is None):
+        raise InvalidOptions("give both brightfield_channel and fluorescence_channel, or neither")
+    if bf_channel is not None:
+        if fluorescence:
+            raise InvalidOptions("channel indices select from one multi-channel file: send it as 'file' only")
+        return decode_channel(data, bf_channel, limit), decode_channel(data, fl_channel, limit)
+    fl_image = decode_image(fluorescence, limit) if fluorescence else None
+    if not data and fl_image is not None:
+        return fl_image, fl_image
+    return decode_image(data, limit), fl_image
+
+
+def _segment(data: bytes, name: str, raw: dict[str, Any], fluorescence: bytes | None = None) -> Response:
     started = time.perf_counter()
     options, fmt = _options(raw)  # bad options fail before the image is decoded
     eng = engine()
     with eng.admission.slot() as deadline:
         queued_ms = (time.perf_counter() - started) * 1000
-        image, decode_ms = _decode(data)
-        result = eng.segment(image, options, deadline)
+        t0 = time.perf_counter()
+        image, fl_image = _images(data, fluorescence, raw)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        if fl_image is not None and image is fl_image and options.appearance is None:
+            options = dataclasses.replace(options, appearance="bright")  # droplets found on the fluorescence
+        result = eng.segment(image, options, deadline, fluorescence=fl_image)
     result.timing_ms = {"queue": queued_ms, "decode": decode_ms, **result.timing_ms}
     metrics.observe_result(result)
     return _respond(result, fmt, name, started)
@@ -252,15 +314,17 @@ def defaults() -> Response:
 
 @bp.post("/segment_file")
 def segment_file() -> Response:
-    data, name, fields = _upload()
-    return _segment(data, name, fields)
+    data, name, fields = _upload(("file", "fluorescence"))
+    fluorescence = fields.pop("fluorescence", None)
+    return _segment(data, name, fields, fluorescence)
 
 
 @bp.post("/segment")
 def segment_json() -> Response:
-    body = _json_body(("image", "filename", *OPTION_FIELDS))
-    data = _base64_image(body.get("image"))
-    return _segment(data, str(body.get("filename") or "image"), body)
+    body = _json_body(("image", "fluorescence", "filename", *OPTION_FIELDS))
+    fluorescence = _base64_image(body["fluorescence"], "fluorescence") if body.get("fluorescence") is not None else None
+    data = b"" if body.get("image") is None and fluorescence else _base64_image(body.get("image"))
+    return _segment(data, str(body.get("filename") or "image"), body, fluorescence)
 
 
 @bp.post("/analyze_image")
@@ -269,7 +333,7 @@ def analyze_image() -> Response:
         body = _json_body(("image",))
         data = _base64_image(body.get("image"))
     else:
-        data, _, fields = _upload()
+        data, _, fields = _upload(form_fields=())
         _reject_unknown(set(fields), (), "form field(s)")
     eng = engine()
     with eng.admission.slot():

@@ -57,11 +57,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _channels(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        bf, fl = (int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(
+            f"sam-droplet: --channels {text!r}: give two indices, bright-field then fluorescence: 0,1"
+        ) from None
+    return bf, fl
+
+
+def _fluorescence_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """Batch-summary columns of the fluorescence analysis (none without a fluorescence channel)."""
+    if "ddpcr" not in summary:
+        return {}
+    dd, call, occ = summary["ddpcr"], summary["fluorescence"]["call"], summary["occupancy"]
+    return {
+        "positives": dd["k"],
+        "threshold": call["threshold"],
+        "threshold_method": call["method"],
+        "ambiguous": call["ambiguous"],
+        "p": dd["p"],
+        "lambda": dd["lambda"],
+        "lambda_ci_low": (dd["lambda_ci"] or [None, None])[0],
+        "lambda_ci_high": (dd["lambda_ci"] or [None, None])[1],
+        "copies_per_ul": dd["copies_per_ul"],
+        "objects_per_droplet": occ["mean_per_droplet"],
+    }
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .config import Config
-    from .decode import decode_image
+    from .decode import decode_channel, decode_image
+    from .errors import InvalidOptions
     from .export import result_json, to_coco, to_csv, to_label_png, to_overlay_png
     from .pipeline import Engine, SegmentOptions
 
@@ -78,8 +110,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         preset=args.preset,
         um_per_px=args.um_per_px,
         appearance=args.appearance,
+        fluorescence_threshold=args.fluorescence_threshold,
+        threshold_method=args.threshold_method,
+        spot_diameter_px=args.spot_diameter,
     )
     options.validate()
+    channels = _channels(args.channels)
     engine = Engine.start(cfg)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +124,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for path in tqdm(files, desc="segmenting", unit="image", disable=args.quiet):
         start = time.perf_counter()
         try:
-            image = decode_image(path.read_bytes(), cfg.max_image_pixels)
-            result = engine.segment(image, options)
+            data = path.read_bytes()
+            fluorescence = None
+            if channels:
+                image = decode_channel(data, channels[0], cfg.max_image_pixels)
+                fluorescence = decode_channel(data, channels[1], cfg.max_image_pixels)
+            else:
+                image = decode_image(data, cfg.max_image_pixels)
+                if args.fluorescence:
+                    fl_path = Path(args.fluorescence.format(stem=path.stem, dir=path.parent, ext=path.suffix))
+                    if not fl_path.is_file():
+                        raise InvalidOptions(f"fluorescence image {fl_path} not found")
+                    fluorescence = decode_image(fl_path.read_bytes(), cfg.max_image_pixels)
+            result = engine.segment(image, options, fluorescence=fluorescence)
         except DropletError as exc:
             failures += 1
             tqdm.write(f"{path}: {exc.message}", file=sys.stderr)
@@ -119,6 +166,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 f"diameter_median_{unit}": d["median"],
                 f"diameter_std_{unit}": d["std"],
                 "cv": d["cv"],
+                **_fluorescence_columns(s),
                 "seconds": round(time.perf_counter() - start, 3),
             }
         )
@@ -187,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--preset", help="filter preset (see GET /defaults)")
     seg.add_argument("--filters", help="filters as JSON, e.g. '{\"diameter_min\": 10}'")
     seg.add_argument("--appearance", choices=("auto", "rim", "bright", "dark"))
+    seg.add_argument(
+        "--fluorescence",
+        metavar="PATH",
+        help="fluorescence image of the same field: a path, or a template with {dir}, {stem}, {ext} "
+        "for several inputs, e.g. '{dir}/{stem}_fl{ext}'",
+    )
+    seg.add_argument("--channels", metavar="BF,FL", help="bright-field and fluorescence channel of multi-channel files")
+    seg.add_argument("--fluorescence-threshold", type=float, help="positive above this corrected mean (default: auto)")
+    seg.add_argument("--threshold-method", choices=("otsu", "gmm"), default="otsu")
+    seg.add_argument("--spot-diameter", type=float, default=5.0, help="objects counted per droplet, diameter in px")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)
 

@@ -234,6 +234,68 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(arr)) if op else arr
 
 
+def decode_channel(data: bytes, index: int, max_pixels: int) -> DecodedImage:
+    """One channel of a multi-channel image as a gray image, in the file's units.
+
+    Channels are the pages of a multi-page TIFF (one picture per page, same size), else the samples
+    of one picture (the colour channels of an RGB PNG or TIFF, the planes of a planar TIFF).
+
+    Raises:
+        InvalidOptions: ``index`` is not a channel of the file.
+        InvalidImage, UnsupportedImageType, ImageTooLarge: as :func:`decode_image`.
+    """
+    from .errors import InvalidOptions
+
+    if not data:
+        raise InvalidImage("the uploaded file is empty")
+    if SUPPORTED_TYPES.get(sniff_type(data)) == "TIFF":
+        plane = _tiff_page(data, index, max_pixels)
+        if plane is not None:
+            return DecodedImage(plane, "TIFF", plane.dtype.itemsize * 8, 1, hashlib.sha256(data).hexdigest())
+    image = decode_image(data, max_pixels)
+    n = 1 if image.pixels.ndim == 2 else image.pixels.shape[2]
+    if not 0 <= index < n:
+        raise InvalidOptions(f"channel {index} does not exist: the image has {n} channel(s), numbered from 0")
+    plane = image.pixels if image.pixels.ndim == 2 else np.ascontiguousarray(image.pixels[..., index])
+    return DecodedImage(plane, image.format, image.bit_depth, 1, image.sha256)
+
+
+def _tiff_page(data: bytes, index: int, max_pixels: int) -> np.ndarray | None:
+    """Page ``index`` of a multi-page TIFF of 2-D pictures; None for a single-page TIFF."""
+    import tifffile
+
+    from .errors import InvalidOptions
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            pages = tif.pages
+            if len(pages) < 2:
+                return None
+            if not 0 <= index < len(pages):
+                raise InvalidOptions(
+                    f"channel {index} does not exist: the TIFF has {len(pages)} pages, numbered from 0"
+                )
+            page = pages[index]
+            shape = dict(zip(page.axes, page.shape, strict=False))
+            _check_size(int(shape.get("X", 0)), int(shape.get("Y", 0)), max_pixels)
+            arr = page.asarray()
+    except (ImageTooLarge, InvalidImage, InvalidOptions):
+        raise
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InvalidImage(f"the TIFF file cannot be decoded (corrupt or truncated): {exc}") from None
+    if arr.ndim != 2:
+        raise InvalidImage(f"TIFF page {index} is not a 2-D picture (shape {arr.shape})")
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidImage("the image has NaN or infinite pixel values")
+    if min(arr.shape) < MIN_SIDE:
+        raise InvalidImage(
+            f"the image is {arr.shape[1]}x{arr.shape[0]} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed"
+        )
+    return arr
+
+
 def _decode_tiff(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, int]:
     import tifffile
 

@@ -93,6 +93,7 @@ def droplet_record(
     }
     if um_per_px:
         rec.update({k: round(v, 6) for k, v in d.calibrated(um_per_px).items()})
+    rec.update(d.extra)  # fluorescence columns, when a fluorescence channel was given
     if d.removed_reason is not None:
         rec["removed_reason"] = d.removed_reason
     if include_mask:
@@ -140,13 +141,15 @@ def to_csv(droplets: list[Droplet], um_per_px: float | None) -> str:
     """CSV text, one row per droplet given, units in the column names."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    header = [name for name, _ in CSV_COLUMNS] + (CALIBRATED_COLUMNS if um_per_px else [])
+    extra = list(droplets[0].extra) if droplets else []
+    header = [name for name, _ in CSV_COLUMNS] + (CALIBRATED_COLUMNS if um_per_px else []) + extra
     writer.writerow(header)
     for d in droplets:
         row = [get(d) for _, get in CSV_COLUMNS]
         if um_per_px:
             cal = d.calibrated(um_per_px)
             row += [round(cal[c], 6) for c in CALIBRATED_COLUMNS]
+        row += [int(v) if isinstance(v, bool) else v for v in (d.extra.get(k) for k in extra)]
         writer.writerow(row)
     return buf.getvalue()
 

@@ -25,6 +25,7 @@ from .decode import DecodedImage
 from .detect import APPEARANCES, DetectionParams, detect_droplets
 from .errors import InvalidOptions, NotReady, Overloaded, StartupError
 from .filters import PRESETS, FilterSpec, apply_filters, resolve_filters
+from .fluorescence import THRESHOLD_METHODS
 from .instances import resolve_overlaps
 from .measure import Droplet, measure_droplets, summarize
 from .model import CheckpointError, LoadedModel, load_sam
@@ -44,6 +45,10 @@ class SegmentOptions:
         preset: a name from :data:`sam_droplet.filters.PRESETS`; None for ``default``.
         um_per_px: calibration in micrometres per pixel; None when uncalibrated.
         appearance: detector hint (auto, rim, bright, dark); None takes the preset's.
+        fluorescence_threshold: positive above this background-corrected mean fluorescence; None
+            chooses one by ``threshold_method``.
+        threshold_method: otsu or gmm (two-component Gaussian mixture).
+        spot_diameter_px: typical diameter of the objects (cells, beads) counted per droplet.
     """
 
     segmenter: str | None = None
@@ -51,6 +56,9 @@ class SegmentOptions:
     preset: str | None = None
     um_per_px: float | None = None
     appearance: str | None = None
+    fluorescence_threshold: float | None = None
+    threshold_method: str = "otsu"
+    spot_diameter_px: float = 5.0
 
     def validate(self) -> None:
         """Raise :class:`InvalidOptions` for values outside what each option accepts."""
@@ -64,6 +72,16 @@ class SegmentOptions:
             raise InvalidOptions(f"unknown appearance {self.appearance!r}; accepted: {', '.join(APPEARANCES)}")
         if self.preset is not None and self.preset not in PRESETS:
             raise InvalidOptions(f"unknown preset {self.preset!r}; accepted: {', '.join(PRESETS)}")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise InvalidOptions(
+                f"unknown threshold_method {self.threshold_method!r}; accepted: {', '.join(THRESHOLD_METHODS)}"
+            )
+        for name in ("fluorescence_threshold", "spot_diameter_px"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
+                raise InvalidOptions(f"{name} must be a finite number, got {value!r}")
+        if not 1 <= self.spot_diameter_px <= 200:
+            raise InvalidOptions(f"spot_diameter_px must be from 1 to 200 pixels, got {self.spot_diameter_px!r}")
 
 
 @dataclass
@@ -90,6 +108,7 @@ class SegmentationResult:
     removed_counts: dict[str, int]
     timing_ms: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    fluorescence: dict[str, Any] | None = None
 
     @property
     def kept(self) -> list[Droplet]:
@@ -107,6 +126,8 @@ class SegmentationResult:
         out = summarize(self.kept, self.shape, self.um_per_px, self.removed_counts)
         out["timing_ms"] = {k: round(v, 1) for k, v in self.timing_ms.items()}
         out.update(self.details)
+        if self.fluorescence is not None:
+            out.update(self.fluorescence)
         return out
 
 
@@ -206,9 +227,17 @@ class Engine:
         return name
 
     def segment(
-        self, image: DecodedImage, options: SegmentOptions, deadline: Deadline | None = None
+        self,
+        image: DecodedImage,
+        options: SegmentOptions,
+        deadline: Deadline | None = None,
+        fluorescence: DecodedImage | None = None,
     ) -> SegmentationResult:
         """Run the whole pipeline on a decoded image; options are validated before any work.
+
+        With ``fluorescence`` (a registered picture of the same field and size), each droplet also
+        gets its fluorescence, a positive call and an object count, and the summary the ddPCR and
+        occupancy figures (:mod:`sam_droplet.fluorescence`).
 
         Raises:
             InvalidOptions, NotReady: the request cannot be served as asked.
@@ -216,8 +245,13 @@ class Engine:
             Overloaded: the device ran out of memory; the next request starts clean.
         """
         options.validate()
+        if fluorescence is not None and fluorescence.gray.shape != image.gray.shape:
+            raise InvalidOptions(
+                f"the fluorescence image is {fluorescence.width}x{fluorescence.height} but the bright-field image "
+                f"is {image.width}x{image.height}: they must be the same field at the same size"
+            )
         try:
-            return self._segment(image, options, deadline.check if deadline else None)
+            result = self._segment(image, options, deadline.check if deadline else None)
         except RuntimeError as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -226,6 +260,11 @@ class Engine:
             raise Overloaded(
                 "the device ran out of memory for this image; try again, or use a smaller image", retry_after_s=10
             ) from None
+        if fluorescence is not None:
+            t0 = time.perf_counter()
+            result.fluorescence = analyze_fluorescence(result, fluorescence, options)
+            result.timing_ms["fluorescence"] = (time.perf_counter() - t0) * 1000
+        return result
 
     def _segment(
         self, image: DecodedImage, options: SegmentOptions, check: Callable[[str], None] | None
@@ -358,3 +397,53 @@ def _free_device_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+
+
+def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, options: SegmentOptions) -> dict[str, Any]:
+    """Fluorescence per droplet (stored in each droplet's ``extra``) and the population figures.
+
+    Every droplet found is measured (removed ones too, so a client can restore them); the positive
+    call, ddPCR statistics and occupancy use the kept droplets.
+    """
+    from .export import label_image
+    from .fluorescence import classify_positive, count_spots, ddpcr_statistics, droplet_intensities, occupancy
+
+    droplets = result.droplets
+    labels = label_image(droplets, result.shape).astype(np.int32) if droplets else np.zeros(result.shape, np.int32)
+    ids = np.array([d.id for d in droplets], dtype=np.int64)
+    raw = channel.gray
+    fl = droplet_intensities(raw, labels, ids)
+    spots = count_spots(raw, labels, ids, options.spot_diameter_px)
+    kept_idx = np.array([i for i, d in enumerate(droplets) if d.removed_reason is None], dtype=np.int64)
+    call = classify_positive(fl.corrected_mean[kept_idx], options.fluorescence_threshold, options.threshold_method)
+    positive = fl.corrected_mean > call.threshold
+    for i, d in enumerate(droplets):
+        d.extra.update(
+            {
+                "fl_mean": round(float(fl.mean[i]), 4),
+                "fl_max": round(float(fl.max[i]), 4),
+                "fl_integrated": round(float(fl.integrated[i]), 2),
+                "fl_background": round(float(fl.background[i]), 4),
+                "fl_corrected_mean": round(float(fl.corrected_mean[i]), 4),
+                "positive": bool(positive[i]),
+                "objects": int(spots[i]),
+            }
+        )
+    kept = [droplets[i] for i in kept_idx]
+    volume = (
+        float(np.mean([d.calibrated(result.um_per_px)["volume_pl"] for d in kept]))
+        if kept and result.um_per_px
+        else None
+    )
+    corrected = fl.corrected_mean[kept_idx]
+    counts, edges = np.histogram(corrected, bins=32) if corrected.size else (np.zeros(0), np.zeros(1))
+    return {
+        "fluorescence": {
+            "image": channel.info(),
+            "mean_of_droplet_means": round(float(fl.mean[kept_idx].mean()), 4) if kept else None,
+            "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
+            "call": call.as_dict(),
+        },
+        "ddpcr": ddpcr_statistics(len(kept), int(call.positive.sum()), volume),
+        "occupancy": {**occupancy(spots[kept_idx]), "spot_diameter_px": options.spot_diameter_px},
+    }
