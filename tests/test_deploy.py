@@ -67,7 +67,7 @@ def test_server_serves_then_stops_gracefully(name, server_env, small_png, slow_p
         assert answer["done"] > signalled + 0.5, "the request finished before the signal: make it slower"
         assert body["summary"]["sam"]["prompts"] > 50
         rc = server.wait_exit(60)
-        assert rc in (0, 30 if name == "uwsgi" else 0), f"exit {rc}\n{server.log()[-2000:]}"
+        assert rc == 0, f"exit {rc}\n{server.log()[-2000:]}"
         assert "Traceback" not in server.log(), server.log()[-3000:]
     finally:
         server.stop()
