@@ -7,10 +7,17 @@ WAITRESS_CONNECTION_LIMIT (100), WAITRESS_CHANNEL_TIMEOUT (300 s), WAITRESS_MAX_
 
 from __future__ import annotations
 
+import sys
+
 from app import app
+from sam_droplet.errors import ConfigError
 from sam_droplet.waitress_server import serve, settings_from_env
 
-settings = settings_from_env(app.config["SAM_DROPLET"])
+try:
+    settings = settings_from_env(app.config["SAM_DROPLET"])
+except ConfigError as exc:
+    print(f"sam-droplet: cannot start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 if __name__ == "__main__":
     print(f"sam-droplet on http://{settings['host']}:{settings['port']} (waitress, {settings['threads']} threads)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import logging
 import math
@@ -246,8 +245,6 @@ def _segment(data: bytes, name: str, raw: dict[str, Any], fluorescence: bytes | 
         t0 = time.perf_counter()
         image, fl_image = _images(data, fluorescence, raw)
         decode_ms = (time.perf_counter() - t0) * 1000
-        if fl_image is not None and image is fl_image and options.appearance is None:
-            options = dataclasses.replace(options, appearance="bright")  # droplets found on the fluorescence
         result = eng.segment(image, options, deadline, fluorescence=fl_image)
     result.timing_ms = {"queue": queued_ms, "decode": decode_ms, **result.timing_ms}
     metrics.observe_result(result)

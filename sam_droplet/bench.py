@@ -301,71 +301,89 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Lines of a Markdown table, followed by a blank line."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
 def render(report: dict[str, Any]) -> str:
-    lines = ["# Benchmarks", ""]
-    lines.append(f"Regenerate with `{report['command']}` (about {report['minutes']:.0f} minutes on the machine below).")
-    lines.append("")
     m = report["machine"]
-    lines.append(
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Regenerate with `{report['command']}` (about {report['minutes']:.0f} minutes on the machine below).",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu']}; "
-        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads). Date: {report['date']}."
-    )
-    lines.append("")
-    lines.append(f"Checkpoint: {report['checkpoint']}")
-    lines.append("")
-    lines.append("## Speed: the original approach (a) against sam mode (b) and classical mode (c)")
-    lines.append("")
-    lines.append(
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads). Date: {report['date']}.",
+        "",
+        f"Checkpoint: {report['checkpoint']}",
+        "",
+        "## Speed: the original approach (a) against sam mode (b) and classical mode (c)",
+        "",
         "Wall time per image in seconds (model loading excluded), prompts decoded by SAM, droplets "
-        "returned, peak RSS of the process. Stages in ms."
+        "returned, peak RSS of the process. Stages in ms.",
+        "",
+    ]
+    lines += markdown_table(
+        ["image", "mode", "seconds", "prompts", "droplets", "peak RSS MB", "stages (ms)"],
+        [
+            [
+                r["image"],
+                r["mode"],
+                f"{r['seconds']:.2f}",
+                r["prompts"],
+                r["droplets"],
+                f"{r['peak_rss_mb']:.0f}",
+                ", ".join(f"{k} {v:.0f}" for k, v in r["timing_ms"].items()),
+            ]
+            for r in report["speed"]
+        ],
     )
-    lines.append("")
-    lines.append("| image | mode | seconds | prompts | droplets | peak RSS MB | stages (ms) |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for row in report["speed"]:
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in row["timing_ms"].items())
-        lines.append(
-            f"| {row['image']} | {row['mode']} | {row['seconds']:.2f} | {row['prompts']} | {row['droplets']} | "
-            f"{row['peak_rss_mb']:.0f} | {stages} |"
-        )
-    lines.append("")
     if report["ratios"]:
-        lines.append("| image | (a)/(b) | (a)/(c) |")
-        lines.append("|---|---|---|")
-        for r in report["ratios"]:
-            lines.append(f"| {r['image']} | {_fmt(r.get('a_over_b'), 1)} | {_fmt(r.get('a_over_c'), 1)} |")
-        lines.append("")
+        lines += markdown_table(
+            ["image", "(a)/(b)", "(a)/(c)"],
+            [[r["image"], _fmt(r.get("a_over_b"), 1), _fmt(r.get("a_over_c"), 1)] for r in report["ratios"]],
+        )
     if report.get("decoder"):
-        lines.append("## Mask decoder cost per prompt")
-        lines.append("")
-        lines.append(
+        lines += [
+            "## Mask decoder cost per prompt",
+            "",
             "Milliseconds per decoded prompt on one image embedding: the stock predictor path "
             "(`SamPredictor.predict_torch`, three masks upsampled to full resolution) against the "
-            "windowed decoder with low-resolution paste used by sam mode."
+            "windowed decoder with low-resolution paste used by sam mode.",
+            "",
+        ]
+        lines += markdown_table(
+            ["batch", "stock ms/prompt", "windowed ms/prompt", "windowed / stock"],
+            [[r["batch"], f"{r['stock']:.1f}", f"{r['windowed']:.1f}", f"{r['ratio']:.2f}"] for r in report["decoder"]],
         )
-        lines.append("")
-        lines.append("| batch | stock ms/prompt | windowed ms/prompt | windowed / stock |")
-        lines.append("|---|---|---|---|")
-        for r in report["decoder"]:
-            lines.append(f"| {r['batch']} | {r['stock']:.1f} | {r['windowed']:.1f} | {r['ratio']:.2f} |")
-        lines.append("")
     if report.get("accuracy"):
-        lines.append("## Accuracy (classical mode, default filters)")
-        lines.append("")
-        lines.append(
+        lines += [
+            "## Accuracy (classical mode, default filters)",
+            "",
             "Instances match at IoU >= 0.5; ground truth touching the border is ignored with its "
-            "matches; unmatched predictions under 10 px across are ignored (`python -m sam_droplet.eval`)."
+            "matches; unmatched predictions under 10 px across are ignored (`python -m sam_droplet.eval`).",
+            "",
+        ]
+        lines += markdown_table(
+            ["set", "images", "precision", "recall", "F1", "mean IoU", "median diameter error", "s/image"],
+            [
+                [
+                    r["set"],
+                    r["images"],
+                    f"{r['precision']:.3f}",
+                    f"{r['recall']:.3f}",
+                    f"{r['f1']:.3f}",
+                    _fmt(r["mean_iou"], 3),
+                    _fmt(r["median_diameter_error"], 3),
+                    _fmt(r["seconds_per_image"]),
+                ]
+                for r in report["accuracy"]
+            ],
         )
-        lines.append("")
-        lines.append("| set | images | precision | recall | F1 | mean IoU | median diameter error | s/image |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for r in report["accuracy"]:
-            lines.append(
-                f"| {r['set']} | {r['images']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-                f"{_fmt(r['mean_iou'], 3)} | {_fmt(r['median_diameter_error'], 3)} | {_fmt(r['seconds_per_image'])} |"
-            )
-        lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def default_images(tmp: Path) -> list[Path]:

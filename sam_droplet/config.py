@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["MODEL_TYPES", "SEGMENTERS", "Config"]
+__all__ = ["MODEL_TYPES", "SEGMENTERS", "Config", "env_int"]
 
 SEGMENTERS = ("auto", "sam", "classical", "grid")
 MODEL_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
@@ -44,6 +44,16 @@ def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
         return value
 
     return parse
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, lo: int = 1, hi: int | None = None) -> int:
+    """An integer setting of a server (not of :class:`Config`) from ``env``, checked like the others.
+
+    Raises:
+        ConfigError: the value is not a whole number within [lo, hi].
+    """
+    raw = env.get(name, "").strip()
+    return _int(lo, hi)(name, raw) if raw else default
 
 
 def _positive_float(name: str, raw: str) -> float:

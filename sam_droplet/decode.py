@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from .errors import ImageTooLarge, InvalidImage, InvalidOptions, UnsupportedImageType
 
-__all__ = ["SUPPORTED_TYPES", "DecodedImage", "decode_image", "sniff_type"]
+__all__ = ["SUPPORTED_TYPES", "DecodedImage", "decode_channel", "decode_image", "sniff_type"]
 
 # MIME type (as libmagic names it) -> format name.
 SUPPORTED_TYPES = {
@@ -110,17 +110,19 @@ def sniff_type(data: bytes) -> str:
     return magic.from_buffer(data[:4096], mime=True)
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, page: int = 0) -> DecodedImage:
     """Decode and validate an uploaded image.
 
     Args:
         data: the file's bytes.
         max_pixels: largest accepted width * height.
+        page: the page of a multi-page TIFF (other formats have one).
 
     Raises:
         InvalidImage: empty, corrupt or truncated data, or an image too small to analyse.
         UnsupportedImageType: not PNG, JPEG, TIFF, BMP or WebP.
         ImageTooLarge: more than ``max_pixels`` pixels (refused from the header).
+        InvalidOptions: ``page`` is not a page of the TIFF.
     """
     if not data:
         raise InvalidImage("the uploaded file is empty")
@@ -134,7 +136,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         )
     digest = hashlib.sha256(data).hexdigest()
     if fmt == "TIFF":
-        pixels, bit_depth, channels = _decode_tiff(data, max_pixels)
+        pixels, bit_depth, channels = _decode_tiff(data, max_pixels, page)
     else:
         pixels, bit_depth, channels = _decode_pillow(data, fmt, max_pixels)
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
@@ -244,14 +246,11 @@ def decode_channel(data: bytes, index: int, max_pixels: int) -> DecodedImage:
         InvalidOptions: ``index`` is not a channel of the file.
         InvalidImage, UnsupportedImageType, ImageTooLarge: as :func:`decode_image`.
     """
-    from .errors import InvalidOptions
-
-    if not data:
-        raise InvalidImage("the uploaded file is empty")
-    if SUPPORTED_TYPES.get(sniff_type(data)) == "TIFF":
-        plane = _tiff_page(data, index, max_pixels)
-        if plane is not None:
-            return DecodedImage(plane, "TIFF", plane.dtype.itemsize * 8, 1, hashlib.sha256(data).hexdigest())
+    if data and SUPPORTED_TYPES.get(sniff_type(data)) == "TIFF" and _tiff_page_count(data) > 1:
+        image = decode_image(data, max_pixels, page=index)
+        if image.pixels.ndim != 2:
+            raise InvalidImage(f"TIFF page {index} is not a 2-D picture (shape {image.pixels.shape})")
+        return image
     image = decode_image(data, max_pixels)
     n = 1 if image.pixels.ndim == 2 else image.pixels.shape[2]
     if not 0 <= index < n:
@@ -260,56 +259,34 @@ def decode_channel(data: bytes, index: int, max_pixels: int) -> DecodedImage:
     return DecodedImage(plane, image.format, image.bit_depth, 1, image.sha256)
 
 
-def _tiff_page(data: bytes, index: int, max_pixels: int) -> np.ndarray | None:
-    """Page ``index`` of a multi-page TIFF of 2-D pictures; None for a single-page TIFF."""
+def _tiff_page_count(data: bytes) -> int:
     import tifffile
-
-    from .errors import InvalidOptions
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            pages = tif.pages
-            if len(pages) < 2:
-                return None
-            if not 0 <= index < len(pages):
-                raise InvalidOptions(
-                    f"channel {index} does not exist: the TIFF has {len(pages)} pages, numbered from 0"
-                )
-            page = pages[index]
-            shape = dict(zip(page.axes, page.shape, strict=False))
-            _check_size(int(shape.get("X", 0)), int(shape.get("Y", 0)), max_pixels)
-            arr = page.asarray()
-    except (ImageTooLarge, InvalidImage, InvalidOptions):
-        raise
-    except Exception as exc:  # tifffile raises many types for damaged files
-        raise InvalidImage(f"the TIFF file cannot be decoded (corrupt or truncated): {exc}") from None
-    if arr.ndim != 2:
-        raise InvalidImage(f"TIFF page {index} is not a 2-D picture (shape {arr.shape})")
-    if arr.dtype not in (np.uint8, np.uint16):
-        arr = arr.astype(np.float32)
-        if not np.isfinite(arr).all():
-            raise InvalidImage("the image has NaN or infinite pixel values")
-    if min(arr.shape) < MIN_SIDE:
-        raise InvalidImage(
-            f"the image is {arr.shape[1]}x{arr.shape[0]} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed"
-        )
-    return arr
+            return len(tif.pages)
+    except Exception:  # damaged: decode_image reports it
+        return 0
 
 
-def _decode_tiff(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, int]:
+def _decode_tiff(data: bytes, max_pixels: int, page_index: int = 0) -> tuple[np.ndarray, int, int]:
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             if not tif.pages:
                 raise InvalidImage("the TIFF file has no image")
-            page = tif.pages[0]
+            if not 0 <= page_index < len(tif.pages):
+                raise InvalidOptions(
+                    f"channel {page_index} does not exist: the TIFF has {len(tif.pages)} pages, numbered from 0"
+                )
+            page = tif.pages[page_index]
             axes = page.axes
             shape = dict(zip(axes, page.shape, strict=False))
             _check_size(int(shape.get("X", 0)), int(shape.get("Y", 0)), max_pixels)
             arr = page.asarray()
             orientation = int(page.tags.get("Orientation").value) if "Orientation" in page.tags else 1
-    except (ImageTooLarge, InvalidImage):
+    except (ImageTooLarge, InvalidImage, InvalidOptions):
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
         raise InvalidImage(f"the TIFF file cannot be decoded (corrupt or truncated): {exc}") from None

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -250,6 +250,9 @@ class Engine:
                 f"the fluorescence image is {fluorescence.width}x{fluorescence.height} but the bright-field image "
                 f"is {image.width}x{image.height}: they must be the same field at the same size"
             )
+        if fluorescence is image and options.appearance is None:
+            # Only a fluorescence picture: the droplets are the bright disks on it.
+            options = replace(options, appearance="bright")
         try:
             result = self._segment(image, options, deadline.check if deadline else None)
         except RuntimeError as exc:

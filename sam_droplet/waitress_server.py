@@ -18,24 +18,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config
+from .config import Config, env_int
 
 __all__ = ["serve", "settings_from_env"]
 
 log = logging.getLogger(__name__)
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, low: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"sam-droplet: {name}={raw!r}: expected an integer >= {low}") from None
-    if value < low:
-        raise SystemExit(f"sam-droplet: {name}={raw!r}: expected an integer >= {low}")
-    return value
 
 
 def settings_from_env(config: Config, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -46,6 +33,9 @@ def settings_from_env(config: Config, env: Mapping[str, str] | None = None) -> d
     channel_timeout in seconds (WAITRESS_CHANNEL_TIMEOUT, 300: a large image in sam mode on a CPU
     takes minutes), max_request_body_size in bytes (WAITRESS_MAX_REQUEST_BODY_SIZE, default
     MAX_UPLOAD_MB plus 1 MB for the form's other fields).
+
+    Raises:
+        ConfigError: a WAITRESS_* value is not a whole number of at least 1.
     """
     env = os.environ if env is None else env
     return {
@@ -53,10 +43,10 @@ def settings_from_env(config: Config, env: Mapping[str, str] | None = None) -> d
         "port": config.port,
         # One model per process and one inference at a time; the other threads keep /health and
         # the page answering while an image is segmented.
-        "threads": _env_int(env, "WAITRESS_THREADS", 4),
-        "connection_limit": _env_int(env, "WAITRESS_CONNECTION_LIMIT", 100),
-        "channel_timeout": _env_int(env, "WAITRESS_CHANNEL_TIMEOUT", 300),
-        "max_request_body_size": _env_int(env, "WAITRESS_MAX_REQUEST_BODY_SIZE", config.max_upload_bytes + 2**20),
+        "threads": env_int(env, "WAITRESS_THREADS", 4),
+        "connection_limit": env_int(env, "WAITRESS_CONNECTION_LIMIT", 100),
+        "channel_timeout": env_int(env, "WAITRESS_CHANNEL_TIMEOUT", 300),
+        "max_request_body_size": env_int(env, "WAITRESS_MAX_REQUEST_BODY_SIZE", config.max_upload_bytes + 2**20),
         "ident": "sam-droplet",
     }
 

@@ -30,6 +30,7 @@ import psutil
 import requests
 
 from sam_droplet import synthetic
+from sam_droplet.bench import markdown_table
 
 from . import servers
 from .conftest import SHARED_DATA, png_bytes
@@ -80,14 +81,6 @@ def run_fuzz(n: int) -> dict[str, Any]:
     }
 
 
-def _workers(server: servers.ServerProcess) -> list[psutil.Process]:
-    return psutil.Process(server.proc.pid).children()
-
-
-def _rss_mb(server: servers.ServerProcess) -> float:
-    return sum(p.memory_info().rss for p in _workers(server)) / 2**20
-
-
 def run_load(png: bytes, seconds: float, clients: int, tmp: Path) -> dict[str, Any]:
     env = {"SEGMENTER": "classical", "RATE_LIMIT": "off", "LOG_LEVEL": "WARNING"}
     server = servers.gunicorn(servers.free_port(), tmp / "load.log", env, workers=0)
@@ -95,7 +88,7 @@ def run_load(png: bytes, seconds: float, clients: int, tmp: Path) -> dict[str, A
         server.wait_healthy()
         time.sleep(2)
         with requests.Session() as s:  # warm-up: one request per worker, then memory settles
-            for _ in range(2 * max(1, len(_workers(server)))):
+            for _ in range(2 * max(1, len(server.workers()))):
                 s.post(server.url + "/segment_file", files={"file": ("d.png", png)}, timeout=600)
         latencies: list[float] = []
         statuses: Counter[str] = Counter()
@@ -119,7 +112,7 @@ def run_load(png: bytes, seconds: float, clients: int, tmp: Path) -> dict[str, A
 
         def sample() -> None:  # worker RSS once a second while the clients run
             while time.monotonic() < stop_at:
-                samples.append((time.monotonic() - started, _rss_mb(server)))
+                samples.append((time.monotonic() - started, server.workers_rss_mb()))
                 time.sleep(1.0)
 
         started = time.monotonic()
@@ -131,12 +124,12 @@ def run_load(png: bytes, seconds: float, clients: int, tmp: Path) -> dict[str, A
         elapsed = time.monotonic() - started
         # Warm-up is the first quarter of the run: every connection and buffer has been used by then.
         rss_warm = next(rss for t, rss in samples if t >= seconds / 4)
-        rss_end = _rss_mb(server)
+        rss_end = server.workers_rss_mb()
         q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else latencies * 99
         return {
             "clients": clients,
             "seconds": elapsed,
-            "workers": len(_workers(server)),
+            "workers": len(server.workers()),
             "requests": len(latencies),
             "throughput_rps": len(latencies) / elapsed,
             "p50_s": q[49],
@@ -167,8 +160,8 @@ def run_soak(png: bytes, n: int, tmp: Path) -> dict[str, Any]:
                     s.post(server.url + "/segment_file", files={"file": ("d.png", png)}, timeout=120).status_code
                 ] += 1
                 if i == min(19, n - 1):
-                    warm = _rss_mb(server)
-        end = _rss_mb(server)
+                    warm = server.workers_rss_mb()
+        end = server.workers_rss_mb()
         return {
             "requests": n,
             "seconds": time.perf_counter() - started,
@@ -207,11 +200,8 @@ def render(report: dict[str, Any]) -> str:
             f"answers by status: {', '.join(f'{k}: {v}' for k, v in f['by_status'].items())}. "
             f"Server errors (5xx) or rejections without a message: **{len(f['failures'])}**.",
             "",
-            "| kind of case | cases |",
-            "|---|---|",
         ]
-        lines += [f"| {k} | {v} |" for k, v in f["by_kind"].items()]
-        lines.append("")
+        lines += markdown_table(["kind of case", "cases"], [[k, v] for k, v in f["by_kind"].items()])
     load = report.get("load")
     if load:
         lines += [
@@ -220,13 +210,34 @@ def render(report: dict[str, Any]) -> str:
             f"{load['clients']} concurrent clients for {load['seconds']:.0f} s against Gunicorn "
             f"({load['workers']} worker(s), default settings) in classical mode on {report['load_image']}.",
             "",
-            "| requests | throughput | p50 | p95 | p99 | answers | worker RSS after warm-up (first quarter) | at the end | growth |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {load['requests']} | {load['throughput_rps']:.2f} req/s | {load['p50_s']:.1f} s | "
-            f"{load['p95_s']:.1f} s | {load['p99_s']:.1f} s | "
-            f"{', '.join(f'{k}: {v}' for k, v in load['statuses'].items())} | {load['rss_warm_mb']:.0f} MB | "
-            f"{load['rss_end_mb']:.0f} MB | {100 * load['rss_growth']:+.1f} % |",
-            "",
+        ]
+        lines += markdown_table(
+            [
+                "requests",
+                "throughput",
+                "p50",
+                "p95",
+                "p99",
+                "answers",
+                "worker RSS after warm-up (first quarter)",
+                "at the end",
+                "growth",
+            ],
+            [
+                [
+                    load["requests"],
+                    f"{load['throughput_rps']:.2f} req/s",
+                    f"{load['p50_s']:.1f} s",
+                    f"{load['p95_s']:.1f} s",
+                    f"{load['p99_s']:.1f} s",
+                    ", ".join(f"{k}: {v}" for k, v in load["statuses"].items()),
+                    f"{load['rss_warm_mb']:.0f} MB",
+                    f"{load['rss_end_mb']:.0f} MB",
+                    f"{100 * load['rss_growth']:+.1f} %",
+                ]
+            ],
+        )
+        lines += [
             "Latency is queueing: one worker segments one image at a time (each takes every core), so "
             "with 8 clients a request waits for the ones ahead of it. Throughput is what the machine "
             "can segment; add workers only with cores (or GPUs) to match.",

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,13 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    def workers(self) -> list[psutil.Process]:
+        """The server's worker processes (the children of a Gunicorn or uWSGI master)."""
+        return psutil.Process(self.proc.pid).children()
+
+    def workers_rss_mb(self) -> float:
+        return sum(p.memory_info().rss for p in self.workers()) / 2**20
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -16,6 +16,8 @@ from sam_droplet.errors import ConfigError
 from sam_droplet.factory import create_app
 from sam_droplet.logs import configure_logging
 
+from .conftest import ROOT
+
 KEY = "k" * 8 + "-lab-key-0123456789"
 OTHER_KEY = "another-lab-key-abcdef"
 
@@ -148,7 +150,7 @@ def test_security_headers_on_the_page(client):
 def test_debug_is_never_on_by_default():
     assert Config.from_mapping({}).debug is False
     for path in ("gunicorn.conf.py", "uwsgi.ini", "waitress_config.py", "docker-compose.yml"):
-        text = (__import__("pathlib").Path(__file__).parent.parent / path).read_text().lower()
+        text = (ROOT / path).read_text().lower()
         assert "flask_debug=true" not in text.replace(" ", "") and "debug = true" not in text, path
 
 

@@ -27,14 +27,10 @@ def post(url: str, png: bytes, **fields: str) -> requests.Response:
         return s.post(url + "/segment_file", files={"file": ("d.png", png)}, data=fields, timeout=300)
 
 
-def worker_pids(server: servers.ServerProcess) -> set[int]:
-    return {p.pid for p in psutil.Process(server.proc.pid).children()}
-
-
 def wait_for_workers(server: servers.ServerProcess, n: int, exclude: set[int] = frozenset(), timeout: float = 120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = worker_pids(server) - exclude
+        pids = {p.pid for p in server.workers()} - exclude
         if len(pids) >= n:
             return pids
         time.sleep(0.2)
