@@ -1,8 +1,9 @@
 """HTTP API blueprint: the only module that knows about requests, form fields and status codes.
 
 Routes: ``GET /`` (upload page), ``GET /health``, ``GET /defaults``, ``POST /segment_file``
-(multipart), ``POST /segment`` (JSON with a base64 image), ``POST /analyze_image``, ``GET /metrics``
-(Prometheus).
+(multipart), ``POST /segment`` (JSON with a base64 image), ``POST /segment_point`` (one droplet at a
+point of a cached or uploaded image), ``GET /image/<sha256>.png`` (a cached image for display),
+``POST /analyze_image``, ``GET /metrics`` (Prometheus).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from . import __version__, metrics
 from .config import Config
 from .decode import decode_channel, decode_image
-from .errors import InvalidImage, InvalidOptions
-from .export import result_json, to_coco, to_csv, to_label_png, to_overlay_png
+from .errors import InvalidImage, InvalidOptions, NotCached
+from .export import droplet_record, result_json, to_coco, to_csv, to_label_png, to_overlay_png
 from .filters import DEFAULT_FILTERS, FILTER_KEYS, PRESETS
+from .image_cache import CachedImage
 from .pipeline import Engine, SegmentationResult, SegmentOptions
 
 __all__ = ["FORMATS", "bp"]
@@ -338,6 +340,84 @@ def analyze_image() -> Response:
         out = eng.analyze(image)
     out["timing_ms"] = {"decode": round(decode_ms, 1), **out["timing_ms"]}
     return jsonify({"success": True, **out})
+
+
+POINT_FIELDS = ("sha256", "x", "y", "segmenter", "diameter_px", "appearance", "um_per_px")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _coordinate(name: str, value: Any) -> float:
+    if isinstance(value, bool) or value is None or value == "":
+        raise InvalidOptions(f"{name} is required: the point in image pixels")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptions(f"{name} must be a number of image pixels, got {value!r}"[:200]) from None
+    if not math.isfinite(number):
+        raise InvalidOptions(f"{name} must be a finite number of image pixels, got {value!r}"[:200])
+    return number
+
+
+@bp.post("/segment_point")
+def segment_point() -> Response:
+    """One droplet at a point. JSON ``{"sha256", "x", "y"}`` names an image segmented before (404
+    ``image_not_cached`` when this process no longer holds it); multipart with ``file`` sends it."""
+    if request.is_json:
+        raw = _json_body(POINT_FIELDS)
+        data = None
+    else:
+        data, _, raw = _upload(form_fields=POINT_FIELDS)
+    x, y = _coordinate("x", raw.get("x")), _coordinate("y", raw.get("y"))
+    segmenter = _as_text("segmenter", raw.get("segmenter"))
+    appearance = _as_text("appearance", raw.get("appearance"))
+    SegmentOptions(segmenter=segmenter, appearance=appearance).validate()
+    diameter = _as_float("diameter_px", raw.get("diameter_px"))
+    um_per_px = _as_float("um_per_px", raw.get("um_per_px"))
+    eng = engine()
+    with eng.admission.slot():
+        if data is None:
+            digest = _as_text("sha256", raw.get("sha256")) or ""
+            if not _SHA256.match(digest):
+                raise InvalidOptions(
+                    "sha256 must be the 64 hex digits of the image's SHA-256 (image.sha256 of a result)"
+                )
+            entry = eng.image_cache.get(digest)
+            if entry is None:
+                raise NotCached("this image is no longer cached here: send it again as multipart 'file' with x and y")
+        else:
+            image, _ = _decode(data)
+            entry = eng.image_cache.get(image.sha256) or eng.image_cache.put(CachedImage(image)) or CachedImage(image)
+        found = eng.droplet_at(entry, x, y, segmenter, diameter, appearance)
+    body: dict[str, Any] = {
+        "success": True,
+        "image_sha256": entry.image.sha256,
+        "segmenter": found.segmenter,
+        "verdict": found.verdict,
+        "droplet": None,
+        "timing_ms": {k: round(v, 1) for k, v in found.timing_ms.items()},
+    }
+    if found.droplet is None:
+        body["message"] = f"no droplet found at ({x:.0f}, {y:.0f})"
+    else:
+        shape = (entry.image.height, entry.image.width)
+        body["droplet"] = {**droplet_record(found.droplet, shape, um_per_px), "source": "manual"}
+    return jsonify(body)
+
+
+@bp.get("/image/<sha256>.png")
+def cached_image(sha256: str) -> Response:
+    """A cached image as 8-bit PNG, for pages that cannot display the upload (TIFF, 16-bit)."""
+    entry = engine().image_cache.get(sha256.lower()) if _SHA256.match(sha256.lower()) else None
+    if entry is None:
+        raise NotCached("this image is not cached here: segment it again")
+    import cv2
+
+    channel = request.args.get("channel", "brightfield")
+    image = entry.fluorescence if channel == "fluorescence" and entry.fluorescence is not None else entry.image
+    _, buf = cv2.imencode(".png", cv2.cvtColor(image.rgb8, cv2.COLOR_RGB2BGR))
+    response = Response(buf.tobytes(), mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 # -- errors ---------------------------------------------------------------------------------------

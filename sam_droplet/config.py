@@ -66,6 +66,16 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not valid: use a number of at least 0") from None
+    if not (0 <= value < float("inf")):
+        raise ConfigError(f"{name}={raw!r} is not valid: use a number of at least 0")
+    return value
+
+
 def _choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().upper() if upper else raw.strip().lower()
@@ -170,6 +180,9 @@ class Config:
         max_queue: segmentations waiting for a slot; beyond it 503 with Retry-After (MAX_QUEUE).
         request_timeout_s: deadline of one segmentation, waiting included; past it 503 while
             waiting, 504 while running (REQUEST_TIMEOUT_S).
+        image_cache_mb: memory for the images (and SAM embeddings) kept per process after a
+            segmentation, so /segment_point can add a droplet without the upload; 0 = off
+            (IMAGE_CACHE_MB).
     """
 
     host: str = "0.0.0.0"
@@ -196,6 +209,7 @@ class Config:
     max_concurrent: int = 1
     max_queue: int = 8
     request_timeout_s: float = 300.0
+    image_cache_mb: float = 256.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -260,4 +274,5 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "max_concurrent": ("MAX_CONCURRENT_INFERENCES", _int(1, 64)),
     "max_queue": ("MAX_QUEUE", _int(0, 10000)),
     "request_timeout_s": ("REQUEST_TIMEOUT_S", _positive_float),
+    "image_cache_mb": ("IMAGE_CACHE_MB", _non_negative_float),
 }

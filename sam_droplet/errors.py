@@ -16,6 +16,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidImage",
     "InvalidOptions",
+    "NotCached",
     "NotReady",
     "Overloaded",
     "StartupError",
@@ -63,6 +64,12 @@ class NotReady(DropletError):
     """The requested segmenter cannot run (no model loaded)."""
 
     code = "not_ready"
+
+
+class NotCached(DropletError):
+    """The image named by its SHA-256 is no longer in this process's cache: send the image again."""
+
+    code = "image_not_cached"
 
 
 class Unauthorized(DropletError):

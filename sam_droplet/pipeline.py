@@ -26,11 +26,13 @@ from .detect import APPEARANCES, DetectionParams, detect_droplets
 from .errors import InvalidOptions, NotReady, Overloaded, StartupError
 from .filters import PRESETS, FilterSpec, apply_filters, resolve_filters
 from .fluorescence import THRESHOLD_METHODS
+from .image_cache import CachedImage, ImageCache
 from .instances import resolve_overlaps
 from .measure import Droplet, measure_droplets, summarize
 from .model import CheckpointError, LoadedModel, load_sam
+from .point import PointQuery, detect_at_point, sam_at_point
 
-__all__ = ["Engine", "SegmentOptions", "SegmentationResult"]
+__all__ = ["Engine", "PointResult", "SegmentOptions", "SegmentationResult"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,24 @@ class SegmentationResult:
         return out
 
 
+@dataclass
+class PointResult:
+    """The droplet found at a point (:meth:`Engine.droplet_at`).
+
+    Attributes:
+        droplet: the droplet, measured (its id is 1; the client numbers it), or None when none is there.
+        segmenter: classical or sam.
+        verdict: ``sam`` when SAM's mask was used, ``detector`` for the classical detection, or why
+            SAM's mask was not used; ``none`` when nothing was found.
+        timing_ms: milliseconds per stage.
+    """
+
+    droplet: Droplet | None
+    segmenter: str
+    verdict: str
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
 class Engine:
     """The per-process segmentation service: configuration plus the loaded model (if any).
 
@@ -139,6 +159,7 @@ class Engine:
         model: the loaded SAM model, or None.
         status: ``ok``, or ``degraded`` when SEGMENTER=auto fell back to classical.
         status_reason: why it is degraded.
+        image_cache: recent images and their SAM embeddings, for :meth:`droplet_at`.
     """
 
     def __init__(
@@ -152,6 +173,7 @@ class Engine:
         # The model runs one image at a time; Admission bounds how many segmentations run and wait.
         self._model_lock = threading.Lock()
         self.admission = Admission(config.max_concurrent, config.max_queue, config.request_timeout_s)
+        self.image_cache = ImageCache(config.image_cache_mb)
 
     @classmethod
     def start(cls, config: Config) -> Engine:
@@ -267,6 +289,14 @@ class Engine:
             t0 = time.perf_counter()
             result.fluorescence = analyze_fluorescence(result, fluorescence, options)
             result.timing_ms["fluorescence"] = (time.perf_counter() - t0) * 1000
+            entry = self.image_cache.get(image.sha256)
+            if entry is not None:
+                entry.fluorescence = fluorescence
+                entry.labels = result.fluorescence.pop("_labels")
+                entry.fl_threshold = result.fluorescence["fluorescence"]["call"]["threshold"]
+                entry.spot_diameter_px = options.spot_diameter_px
+                self.image_cache.put(entry)  # re-checks the budget with the channel added
+            result.fluorescence.pop("_labels", None)
         return result
 
     def _segment(
@@ -277,6 +307,7 @@ class Engine:
         appearance = options.appearance or PRESETS[preset].appearance
         timing: dict[str, float] = {}
         details: dict[str, Any] = {}
+        cached = self.image_cache.put(CachedImage(image))
 
         t0 = time.perf_counter()
         if segmenter == "grid":
@@ -301,13 +332,19 @@ class Engine:
                 "droplets": len(detection.instances),
             }
             raw = detection.instances
+            if cached is not None:
+                cached.appearance = detection.appearance
+                cached.diameter_px = detection.median_diameter_px
             if segmenter == "sam":
                 from .refine import SamRefiner
 
                 t1 = time.perf_counter()
                 refiner = SamRefiner(self.model, batch_size=self.config.sam_batch_size)
+                keep = None
+                if cached is not None:
+                    keep = lambda view, enc: self.image_cache.add_encoding(image.sha256, _view_key(view), enc)  # noqa: E731
                 with self._model_lock:
-                    raw, refine_stats = refiner.refine(image.rgb8, raw, check)
+                    raw, refine_stats = refiner.refine(image.rgb8, raw, check, keep=keep)
                 timing["refine"] = (time.perf_counter() - t1) * 1000
                 timing.update({f"refine_{k}": v for k, v in refine_stats.timing_ms.items()})
                 details["sam"] = refine_stats.as_dict()
@@ -339,6 +376,69 @@ class Engine:
             timing_ms=timing,
             details=details,
         )
+
+    def droplet_at(
+        self,
+        entry: CachedImage,
+        x: float,
+        y: float,
+        segmenter: str | None = None,
+        diameter_px: float | None = None,
+        appearance: str | None = None,
+    ) -> PointResult:
+        """The droplet at (x, y) of a cached image: a local classical detection, refined by SAM in
+        sam mode from the cached embedding of the view that holds it (encoded now when missing).
+
+        Args:
+            entry: the image (from :attr:`image_cache`, or a new :class:`CachedImage`).
+            x, y: the point in image pixels.
+            segmenter: as in :class:`SegmentOptions`; grid is answered like sam.
+            diameter_px: typical droplet diameter; None takes the cached segmentation's.
+            appearance: detector cue; None takes the cached segmentation's.
+
+        With a cached fluorescence channel the droplet also gets its fluorescence columns, measured
+        as in the segmentation and called positive against the segmentation's threshold.
+        """
+        image = entry.image
+        if not (0 <= x < image.width and 0 <= y < image.height):
+            raise InvalidOptions(f"the point ({x:g}, {y:g}) lies outside the {image.width}x{image.height} image")
+        name = self.resolve_segmenter(segmenter)
+        name = "sam" if name == "grid" else name
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        query = PointQuery(x, y, diameter_px or entry.diameter_px, appearance or entry.appearance or "auto")
+        inst = detect_at_point(image.gray, query)
+        if query.appearance != "auto" and (inst is None or inst.score < DetectionParams.min_fit_score):
+            # A droplet unlike the others (dyed, carrying a cell) fits the image's cue poorly: let the
+            # window choose its own cue, and keep the better outline.
+            other = detect_at_point(image.gray, replace(query, appearance="auto"))
+            if other is not None and (inst is None or other.score > inst.score):
+                inst = other
+        timing["detect"] = (time.perf_counter() - t0) * 1000
+        verdict = "detector" if inst is not None else "none"
+        if name == "sam":
+            from .refine import SamRefiner, plan_views
+
+            t0 = time.perf_counter()
+            refiner = SamRefiner(self.model, batch_size=1)
+            views = plan_views((image.height, image.width), np.array([query.scale_px]))
+            view = min(views, key=lambda v: math.hypot((v.x0 + v.x1) / 2 - x, (v.y0 + v.y1) / 2 - y))
+            with self._model_lock:
+                encoding = entry.encodings.get(_view_key(view))
+                if encoding is None:
+                    encoding = refiner.encode(image.rgb8, view)
+                    self.image_cache.add_encoding(image.sha256, _view_key(view), encoding)
+                timing["encode"] = (time.perf_counter() - t0) * 1000
+                t0 = time.perf_counter()
+                inst, verdict = sam_at_point(refiner, encoding, (image.height, image.width), query, inst)
+            timing["decode"] = (time.perf_counter() - t0) * 1000
+            verdict = verdict if inst is not None else "none"
+        t0 = time.perf_counter()
+        droplets = measure_droplets([inst], image.gray) if inst is not None else []
+        if droplets and entry.fluorescence is not None:
+            _point_fluorescence(droplets[0], entry)
+        timing["measure"] = (time.perf_counter() - t0) * 1000
+        return PointResult(droplets[0] if droplets else None, name, verdict, timing)
 
     def analyze(self, image: DecodedImage) -> dict[str, Any]:
         """Quick look at an image: size, intensity histogram, droplet size estimate, suggested filters."""
@@ -387,6 +487,39 @@ class Engine:
             "suggested_filters": suggested,
             "timing_ms": {"analyze": round((time.perf_counter() - t0) * 1000, 1)},
         }
+
+
+def _point_fluorescence(droplet: Droplet, entry: CachedImage) -> None:
+    """Fluorescence columns of an added droplet, its annulus avoiding the droplets already found."""
+    from .fluorescence import count_spots, droplet_intensities
+
+    shape = (entry.image.height, entry.image.width)
+    labels = (
+        np.array(entry.labels, dtype=np.int32, copy=True) if entry.labels is not None else np.zeros(shape, np.int32)
+    )
+    new_id = int(labels.max()) + 1
+    inst = droplet.instance
+    window = labels[inst.y0 : inst.y1, inst.x0 : inst.x1]
+    window[inst.mask] = new_id  # the added droplet owns its whole mask
+    raw = entry.fluorescence.gray
+    ids = np.array([new_id])
+    fl = droplet_intensities(raw, labels, ids)
+    spots = count_spots(raw, labels, ids, entry.spot_diameter_px)
+    droplet.extra.update(
+        {
+            "fl_mean": round(float(fl.mean[0]), 4),
+            "fl_max": round(float(fl.max[0]), 4),
+            "fl_integrated": round(float(fl.integrated[0]), 2),
+            "fl_background": round(float(fl.background[0]), 4),
+            "fl_corrected_mean": round(float(fl.corrected_mean[0]), 4),
+            "positive": bool(entry.fl_threshold is not None and fl.corrected_mean[0] > entry.fl_threshold),
+            "objects": int(spots[0]),
+        }
+    )
+
+
+def _view_key(view: Any) -> tuple[int, int, int, int]:
+    return (view.x0, view.y0, view.x1, view.y1)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -441,6 +574,7 @@ def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, opti
     corrected = fl.corrected_mean[kept_idx]
     counts, edges = np.histogram(corrected, bins=32) if corrected.size else (np.zeros(0), np.zeros(1))
     return {
+        "_labels": labels,  # for the image cache; removed before the result is returned
         "fluorescence": {
             "image": channel.info(),
             "mean_of_droplet_means": round(float(fl.mean[kept_idx].mean()), 4) if kept else None,

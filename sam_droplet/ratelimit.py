@@ -17,7 +17,7 @@ from .config import Config
 __all__ = ["LIMITED_ENDPOINTS", "init_rate_limits"]
 
 # The endpoints that cost an inference.
-LIMITED_ENDPOINTS = frozenset({"api.segment_file", "api.segment_json", "api.analyze_image"})
+LIMITED_ENDPOINTS = frozenset({"api.segment_file", "api.segment_json", "api.analyze_image", "api.segment_point"})
 
 
 def client_key() -> str:

@@ -282,12 +282,17 @@ class SamRefiner:
     # -- the whole step --------------------------------------------------------------------------
 
     def refine(
-        self, rgb8: np.ndarray, detections: list[Instance], check: Callable[[str], None] | None = None
+        self,
+        rgb8: np.ndarray,
+        detections: list[Instance],
+        check: Callable[[str], None] | None = None,
+        keep: Callable[[View, _Encoded], None] | None = None,
     ) -> tuple[list[Instance], RefineStats]:
         """Replace each detection's mask with SAM's, where SAM agrees; see the module docstring.
 
         ``check(stage)`` is called before each encoding and decoder batch; it may raise to stop the
-        work (a request's deadline).
+        work (a request's deadline). ``keep(view, encoding)`` receives each view's encoding (the
+        engine caches them for later point prompts).
         """
         stats = RefineStats(prompts=len(detections))
         h, w = rgb8.shape[:2]
@@ -326,6 +331,8 @@ class SamRefiner:
             t0 = time.perf_counter()
             enc = self.encode(rgb8, view)
             stats.add_time("encode", time.perf_counter() - t0)
+            if keep is not None:
+                keep(view, enc)
             # Similar window sizes batch together.
             idx = idx[np.argsort((regions[idx, 2] - regions[idx, 0]), kind="stable")]
             for start in range(0, idx.size, self.batch_size):

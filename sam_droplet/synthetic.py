@@ -22,6 +22,7 @@ __all__ = [
     "dense_small",
     "fluorescence_pair",
     "fluorescent_disks",
+    "odd_droplet",
     "packed_monolayer",
     "sparse_emulsion",
 ]
@@ -299,6 +300,33 @@ def dense_small(
         shape=shape, radius=radius, cv=cv, gap=1.0, vacancy=0.01, gradient=gradient, noise=noise, seed=seed
     )
     return SyntheticImage(image.image, image.labels, image.centers, image.radii, "dense_small")
+
+
+def odd_droplet(
+    shape: tuple[int, int] = (480, 640),
+    radius: float = 30.0,
+    spacing: float = 120.0,
+    odd_level: float = 0.35,
+    seed: int = 1,
+) -> SyntheticImage:
+    """A grid of bright-field droplets with rims, the last one dyed: uniformly dark, without a rim.
+
+    A detector that has chosen the rim model for the image misses the dyed droplet; the page's
+    "add a droplet" click has to find it. The dyed droplet is the last label.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    xs = np.arange(spacing * 2 / 3, w - radius, spacing)
+    ys = np.arange(spacing * 2 / 3, h - radius, spacing)
+    centers = np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
+    radii = np.full(len(centers), radius)
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    _render_brightfield(canvas, centers[:-1], radii[:-1], 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_labels(labels, centers, radii)
+    canvas[labels == len(centers)] = odd_level
+    image = _finish(canvas, shape, 0.2, 0.02, False, np.uint8, rng)
+    return SyntheticImage(image, labels, centers, radii, "odd_droplet")
 
 
 def _relabel(

@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import json
+import re
 
 import cv2
 import numpy as np
@@ -55,8 +56,14 @@ def test_defaults(client):
 
 def test_index_page(client):
     r = client.get("/")
-    assert r.status_code == 200 and b"sam_droplet" in r.data and b"/static/app.js" in r.data
-    assert client.get("/static/app.js").status_code == 200
+    assert r.status_code == 200 and b"sam_droplet" in r.data and b"/static/js/app.js" in r.data
+    # Every asset is served here (lab networks are often offline): no CDN, no other origin.
+    assets = re.findall(rb'(?:src|href)="([^"]+)"', r.data)
+    assert assets and all(a.startswith(b"/static/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset.decode()).status_code == 200
+    for module in ("app.js", "analysis.js", "masks.js", "viewer.js"):
+        assert client.get(f"/static/js/{module}").status_code == 200
 
 
 def test_segment_file_json_contract(client, packed, packed_png):

@@ -60,7 +60,7 @@ def test_keys_required_when_configured(classical_engine, small_png, service_log,
     assert post(client, small_png, {"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
     assert client.post("/segment", json={"image": "x"}).status_code == 401
     # Public: the page, health, metrics and static files.
-    for path in ("/", "/health", "/metrics", "/static/app.js"):
+    for path in ("/", "/health", "/metrics", "/static/js/app.js"):
         assert client.get(path).status_code == 200, path
     assert client.get("/health").get_json()["auth_required"] is True
     # Keys never appear in logs or in the page.

@@ -1,0 +1,421 @@
+"""The upload page, used as a person would: a real Chromium (Debian's) driven by Playwright against a
+real Waitress server.
+
+Screenshots of each step go to artifacts/browser/ (look at them). ``.ci/run`` installs the
+``chromium`` package; without it (or without Playwright) these tests skip with a message.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from sam_droplet import synthetic
+
+from .conftest import ROOT, png_bytes
+from .servers import free_port, waitress
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+expect = playwright_api.expect
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts" / "browser"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+API_KEY = "page-test-key-0123456789"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and shutil.which("chromium") is None and not os.environ.get("CI"),
+    reason=f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)",
+)
+
+
+def _server(tmp_path_factory, name: str, **env: str):
+    port = free_port()
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    base_env = {**os.environ, "SEGMENTER": "classical", "RATE_LIMIT": "", "LOG_FORMAT": "text", **env}
+    server = waitress(port, log, base_env)
+    server.wait_healthy(120)
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, url = _server(tmp_path_factory, "page")
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on(
+        "console",
+        # Chromium logs every failed response; the HTTP errors are the tests' own doing.
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    yield pg
+    context.close()
+    assert not errors, f"the page logged errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    """Generated bright-field droplets with one dyed droplet the detector misses, as a PNG file."""
+    scene = synthetic.odd_droplet()
+    path = tmp_path_factory.mktemp("images") / "odd_droplet.png"
+    path.write_bytes(png_bytes(scene.image))
+    return scene, path
+
+
+def screen_point(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel (x, y) in the viewer as it is now zoomed and panned."""
+    return tuple(
+        page.evaluate(
+            """([x, y]) => { const v = window.samDroplet.viewer; const r = v.canvas.getBoundingClientRect();
+                const [sx, sy] = v.toScreen(x, y); return [r.left + sx, r.top + sy]; }""",
+            [x, y],
+        )
+    )
+
+
+def count(page) -> int:
+    return int(page.inner_text("#count"))
+
+
+def upload(page, *paths: Path) -> None:
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.wait_for_selector("li.job.done, li.job.error", timeout=120_000)
+
+
+def test_workbench(page, server, odd):
+    scene, path = odd
+    api = requests.post(f"{server}/segment_file", files={"file": (path.name, path.read_bytes())}, timeout=120).json()
+    requests_seen: list[str] = []
+    page.on("request", lambda r: requests_seen.append(r.url))
+    page.goto(server)
+    page.screenshot(path=ARTIFACTS / "01_empty.png")
+
+    # Upload: the count shown is the API's count for the same file.
+    upload(page, path)
+    assert "droplets" in page.inner_text("li.job.done .job-status")
+    assert count(page) == api["num_droplets"] == scene.count - 1  # the dyed droplet is missed
+    assert page.locator("#droplet-table tbody tr").count() == api["num_droplets"] + len(api["removed"])
+    page.screenshot(path=ARTIFACTS / "02_result.png")
+
+    # Hover shows the droplet's measurements.
+    first = api["droplets"][0]
+    page.mouse.move(*screen_point(page, *first["centroid"]))
+    page.wait_for_selector("#tooltip:not([hidden])")
+    assert f"#{first['id']}" in page.inner_text("#tooltip") and "diameter" in page.inner_text("#tooltip")
+
+    # Click a droplet: it is removed and the count drops by one; undo brings it back.
+    n = count(page)
+    page.mouse.click(*screen_point(page, *first["centroid"]))
+    assert count(page) == n - 1
+    assert "removed by you" in page.inner_text(f'#droplet-table tr[data-id="{first["id"]}"]')
+    page.screenshot(path=ARTIFACTS / "03_removed.png")
+    page.click("#undo")
+    assert count(page) == n
+    page.mouse.click(*screen_point(page, *first["centroid"]))
+    page.keyboard.press("Control+z")
+    assert count(page) == n
+
+    # Filters re-apply in the page without a new request.
+    before = [u for u in requests_seen if "/segment" in u]
+    diameters = sorted(d["equivalent_diameter_px"] for d in api["droplets"])
+    limit = (diameters[len(diameters) // 2 - 1] + diameters[len(diameters) // 2]) / 2
+    page.fill("#f-diameter-max", f"{limit:.4f}")
+    expected = sum(d <= limit for d in diameters)
+    expect(page.locator("#count")).to_have_text(str(expected))
+    assert expected < n
+    assert [u for u in requests_seen if "/segment" in u] == before
+    page.screenshot(path=ARTIFACTS / "04_filtered.png")
+    page.fill("#f-diameter-max", "")
+    expect(page.locator("#count")).to_have_text(str(n))
+
+    # Sort the table by diameter, select a row: the droplet is highlighted.
+    page.click("#droplet-table thead button:has-text('d (px)')")
+    page.click("#droplet-table thead button:has-text('d (px)')")
+    top = page.locator("#droplet-table tbody tr").first
+    top.click()
+    assert "selected" in top.get_attribute("class")
+    assert page.evaluate("window.samDroplet.viewer.highlight !== null")
+
+    # Add the missed droplet by clicking it.
+    page.click("#fit")
+    page.keyboard.press("a")
+    assert page.is_checked("#tool-add")
+    cx, cy = scene.centers[-1]
+    page.mouse.click(*screen_point(page, cx, cy))
+    expect(page.locator("#count")).to_have_text(str(n + 1))
+    assert any("/segment_point" in u for u in requests_seen)
+    added = page.evaluate("window.samDroplet.state.current.records.filter(r => r.added).map(r => r.area_px)")
+    true_area = int(np.count_nonzero(scene.labels == scene.count))
+    assert len(added) == 1 and abs(added[0] - true_area) / true_area < 0.1
+    page.screenshot(path=ARTIFACTS / "05_added.png")
+
+    # Clicking a background gap adds nothing and says so.
+    page.mouse.click(*screen_point(page, 140, 140))
+    expect(page.locator("#message")).to_contain_text("No droplet")
+    assert count(page) == n + 1
+
+    # Exports carry the corrections.
+    page.keyboard.press("e")
+    page.mouse.click(*screen_point(page, *first["centroid"]))
+    assert count(page) == n
+    with page.expect_download() as info:
+        page.click("#export-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert len(rows) == n
+    assert str(first["id"]) not in {r["id"] for r in rows}
+    assert sum(r["source"] == "manual" for r in rows) == 1
+    assert list(rows[0])[:3] == ["id", "centroid_x_px", "centroid_y_px"]
+    with page.expect_download() as info:
+        page.click("#export-labels")
+    from PIL import Image
+
+    labels = np.array(Image.open(info.value.path()))
+    assert labels.dtype == np.uint16 and labels.shape == scene.labels.shape
+    assert len(np.unique(labels)) - 1 == n and first["id"] not in np.unique(labels)
+    with page.expect_download() as info:
+        page.click("#export-coco")
+    coco = __import__("json").loads(Path(info.value.path()).read_text())
+    assert len(coco["annotations"]) == n
+    with page.expect_download() as info:
+        page.click("#export-json")
+    body = __import__("json").loads(Path(info.value.path()).read_text())
+    assert body["corrections"]["removed"] == [first["id"]] and len(body["corrections"]["added"]) == 1
+    with page.expect_download() as info:
+        page.click("#export-overlay")
+    assert Image.open(info.value.path()).size == (scene.image.shape[1], scene.image.shape[0])
+    with page.expect_download() as info:
+        page.click("#export-batch")
+    batch = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert batch[0]["file"] == path.name and int(batch[0]["droplets"]) == n
+
+    # Zoom with the keyboard and the wheel, then fit.
+    zoom = page.evaluate("window.samDroplet.viewer.zoom")
+    page.focus("#viewer")
+    page.keyboard.press("+")
+    assert page.evaluate("window.samDroplet.viewer.zoom") > zoom
+    page.mouse.move(*screen_point(page, 300, 200))
+    page.mouse.wheel(0, 300)
+    page.keyboard.press("0")
+    assert abs(page.evaluate("window.samDroplet.viewer.zoom") - zoom) < 1e-6
+
+    # Calibrate by drawing a line over a known length: 2 droplet spacings = 240 px = 120 um.
+    page.keyboard.press("s")
+    a, b = screen_point(page, 80, 140), screen_point(page, 320, 140)
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move((a[0] + b[0]) / 2, a[1], steps=4)
+    page.mouse.move(*b, steps=4)
+    page.mouse.up()
+    page.fill("#scale-length", "120")
+    page.click("#scale-form button[type=submit]")
+    assert abs(float(page.input_value("#um-per-px")) - 0.5) < 0.02
+    assert "µm" in page.inner_text("#stats") and "Mean volume (pL)" in page.inner_text("#stats")
+    page.screenshot(path=ARTIFACTS / "06_calibrated.png")
+
+
+def test_fluorescence_channel_and_threshold(page, server, tmp_path):
+    pair = synthetic.fluorescence_pair(n=40, objects_mean=0.6, seed=3)
+    bf, fl = tmp_path / "pair_bf.png", tmp_path / "pair_fl.png"
+    bf.write_bytes(png_bytes(pair.brightfield.image))
+    fl.write_bytes(png_bytes(pair.fluorescence))
+    api = requests.post(
+        f"{server}/segment_file",
+        files={"file": (bf.name, bf.read_bytes()), "fluorescence": (fl.name, fl.read_bytes())},
+        timeout=120,
+    ).json()
+    page.goto(server)
+    upload(page, bf)
+    page.set_input_files("li.job .fl-input", str(fl))
+    page.wait_for_selector("#fl-panel:not([hidden])", timeout=120_000)
+    page.wait_for_selector("li.job.done")
+    ddpcr = page.inner_text("#ddpcr")
+    assert f"Positive k\n{api['summary']['ddpcr']['k']}" in ddpcr.replace("\t", "\n")
+    assert f"Droplets n\n{api['summary']['ddpcr']['n']}" in ddpcr.replace("\t", "\n")
+    assert "Poisson" in page.inner_text("#occupancy")
+    page.screenshot(path=ARTIFACTS / "07_fluorescence.png")
+
+    # The slider re-classifies live: at its minimum every droplet is positive.
+    k_before = page.evaluate(
+        "window.samDroplet.state.current.kept.filter(r => r.fl_corrected_mean > window.samDroplet.state.current.threshold).length"
+    )
+    page.focus("#threshold")
+    page.keyboard.press("Home")
+    n = api["summary"]["ddpcr"]["n"]
+    expect(page.locator("#ddpcr")).to_contain_text("saturated")
+    assert k_before == api["summary"]["ddpcr"]["k"] < n
+    page.screenshot(path=ARTIFACTS / "08_threshold_low.png")
+    page.click("#threshold-auto")
+    assert f"Positive k\n{api['summary']['ddpcr']['k']}" in page.inner_text("#ddpcr").replace("\t", "\n")
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """A server with small limits: 4 segmentations a minute, 250k pixels, no waiting queue."""
+    proc, url = _server(tmp_path_factory, "strict", RATE_LIMIT="4 per minute", MAX_IMAGE_PIXELS="250000", MAX_QUEUE="0")
+    yield url
+    proc.stop()
+
+
+def test_errors_in_plain_words(page, strict_server, tmp_path):
+    """415, 413, 503 and 429 from a real server, and a network failure, each next to its file."""
+    import threading
+
+    text = tmp_path / "notes.png"
+    text.write_bytes(b"these are lab notes, not an image" * 10)
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(synthetic.sparse_emulsion(shape=(600, 600), n=10, seed=1).image))
+    small = synthetic.sparse_emulsion(shape=(300, 400), n=12, seed=2)
+    ok = tmp_path / "ok.png"
+    ok.write_bytes(png_bytes(small.image))
+    page.goto(strict_server)
+
+    def status_of(name: str) -> str:
+        row = page.locator("li.job", has_text=name)
+        expect(row).to_have_class(re.compile(r"\b(done|error)\b"), timeout=120_000)
+        return row.locator(".job-status").inner_text()
+
+    page.set_input_files("#file-input", [str(text), str(big)])
+    assert "not supported" in status_of("notes.png")  # 415
+    assert "too large" in status_of("big.png")  # 413: too many pixels
+
+    # 503: the only slot is taken by another client's segmentation and nothing may wait.
+    slow = png_bytes(synthetic.packed_monolayer(shape=(480, 500), radius=5.0, seed=3).image)
+    busy = threading.Thread(
+        target=lambda: requests.post(f"{strict_server}/segment_file", files={"file": ("slow.png", slow)}, timeout=120)
+    )
+    busy.start()
+    time.sleep(0.3)
+    page.set_input_files("#file-input", [str(ok)])
+    assert "busy" in status_of("ok.png")
+    busy.join()
+
+    # 429: the rate limit (4 a minute) is spent by now.
+    page.click("li.job:has-text('ok.png') button:has-text('Retry')")
+    assert "Too many requests" in status_of("ok.png")
+
+    # The network fails (the connection is cut).
+    page.route("**/segment_file", lambda route: route.abort("connectionreset"))
+    page.click("li.job:has-text('ok.png') button:has-text('Retry')")
+    assert "Could not reach the server" in status_of("ok.png")
+    page.screenshot(path=ARTIFACTS / "09_errors.png")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    proc, url = _server(tmp_path_factory, "keyed", API_KEYS=API_KEY)
+    yield url
+    proc.stop()
+
+
+def test_api_key_prompt(page, keyed_server, odd):
+    _, path = odd
+    page.goto(keyed_server)
+    assert API_KEY not in page.content()
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", API_KEY)
+    page.click("#key-form button[type=submit]")
+    assert page.evaluate("sessionStorage.getItem('sam_droplet_api_key')") == API_KEY
+    upload(page, path)
+    assert page.locator("li.job.done").count() == 1
+    assert API_KEY not in page.content()
+
+
+def test_dark_theme_and_large_image(browser, server, tmp_path):
+    """A 2200x1700 image with about 1000 droplets in the dark theme: drawn, zoomed and panned."""
+    image = synthetic.packed_monolayer(shape=(1700, 2200), radius=28.0, seed=5)
+    path = tmp_path / "large.png"
+    path.write_bytes(png_bytes(image.image))
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(server)
+        upload(page, path)
+        n = count(page)
+        assert n > 900
+        # Time 30 redraws after zoom steps, each read back so it is really drawn (reported, not
+        # asserted: timings on shared machines are noisy).
+        ms = page.evaluate(
+            """() => { const v = window.samDroplet.viewer; const t0 = performance.now();
+                for (let i = 0; i < 30; i++) { v.zoomAt(i % 2 ? 0.9 : 1.1, 400, 300); v.render(); v.ctx.getImageData(0, 0, 1, 1); }
+                return (performance.now() - t0) / 30; }"""
+        )
+        print(f"redraw of a 2200x1700 image with {n} droplet outlines: {ms:.1f} ms per frame")
+        page.screenshot(path=ARTIFACTS / "10_large_dark.png")
+    finally:
+        context.close()
+
+
+def test_page_arithmetic_matches_the_server(page, server, odd):
+    """The page's filters, statistics and ddPCR figures (static/js/analysis.js) equal the server's."""
+    from sam_droplet.fluorescence import ddpcr_statistics
+
+    page.goto(server)
+    for n, k in ((900, 180), (675, 19), (50, 0), (40, 40)):
+        js = page.evaluate("async ([n, k]) => (await import('/static/js/analysis.js')).ddpcr(n, k, 0.52)", [n, k])
+        py = ddpcr_statistics(n, k, 0.52)
+        assert js["p_ci"] == pytest.approx(py["p_ci"], abs=2e-6)
+        if k < n:
+            assert js["lambda"] == pytest.approx(py["lambda"], abs=2e-6)
+            assert js["copies_per_ul_ci"] == pytest.approx(py["copies_per_ul_ci"], rel=1e-5)
+    # Filters with outlier fences on a packed monolayer: the same droplets removed for the same reasons.
+    image = synthetic.packed_monolayer(shape=(512, 640), radius=13.0, seed=11)
+    filters = {"circularity_min": 0.75, "outliers": "iqr", "outlier_factor": 1.0, "exclude_edge_touching": True}
+    body = requests.post(
+        f"{server}/segment_file",
+        files={"file": ("packed.png", png_bytes(image.image))},
+        data={"filters": __import__("json").dumps(filters)},
+        timeout=120,
+    ).json()
+    records = body["droplets"] + body["removed"]
+    reasons = page.evaluate(
+        """async ([records, filters]) => [...(await import('/static/js/analysis.js'))
+            .applyFilters(records, { ...filters, units: 'px' }, null).entries()]""",
+        [[{k: v for k, v in r.items() if k != "mask"} for r in records], filters],
+    )
+    server_reasons = {r["id"]: r.get("removed_reason") for r in records}
+    assert dict(reasons) == server_reasons
+    assert sum(v == "outlier" for v in server_reasons.values()) > 0
+    stats = page.evaluate(
+        "async (d) => (await import('/static/js/analysis.js')).describe(d)",
+        [r["equivalent_diameter_px"] for r in body["droplets"]],
+    )
+    server_stats = body["summary"]["diameter_px"]
+    for key in ("mean", "median", "std", "cv"):
+        assert stats[key] == pytest.approx(server_stats[key], rel=1e-4)  # records carry 3 decimals
