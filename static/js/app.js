@@ -30,7 +30,8 @@ const state = {
 function fmt(v, digits = 2) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   if (!Number.isFinite(v)) return "∞";
-  return Number(v).toFixed(digits);
+  const text = Number(v).toFixed(digits);
+  return /^-0\.?0*$/.test(text) ? text.slice(1) : text; // no "-0.0"
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -585,7 +586,7 @@ function metricColour(job, key) {
 function renderLayers(job) {
   const groups = new Map();
   const put = (colour, r, opts = {}) => {
-    const key = `${colour}|${opts.dash ? 1 : 0}`;
+    const key = `${colour}|${opts.dash ? 1 : 0}|${opts.width || 1}`;
     if (!groups.has(key)) groups.set(key, { path: new Path2D(), color: colour, dash: opts.dash, width: opts.width });
     groups.get(key).path.addPath(r.path);
   };
@@ -593,7 +594,11 @@ function renderLayers(job) {
   const colourOf = by === "status" ? null : by === "positive" ? (r) => (isPositive(job, r) ? COLOURS.positive : COLOURS.kept) : metricColour(job, by);
   const showRemoved = $("show-removed").checked;
   for (const r of job.records) {
-    if (isKept(job, r)) put(colourOf ? colourOf(r) : r.added ? COLOURS.added : COLOURS.kept, r);
+    if (isKept(job, r)) {
+      const colour = colourOf ? colourOf(r) : r.added ? COLOURS.added : COLOURS.kept;
+      // Positives are few and must stand out: a wider stroke (the many hairlines stay fast).
+      put(colour, r, { width: colour === COLOURS.positive || r.added ? 2.5 : 1 });
+    }
     else if (showRemoved) put(COLOURS.removed, r, { dash: [4, 3] });
   }
   viewer.setLayers([...groups.values()]);
