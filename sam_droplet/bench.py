@@ -125,7 +125,7 @@ def _worker(mode: str, image_path: str, checkpoint: str) -> dict[str, Any]:
     data = Path(image_path).read_bytes()
     t_load = time.perf_counter()
     segmenter = "classical" if mode == "classical" else "sam"
-    engine = Engine.start(Config(segmenter=segmenter, model_path=Path(checkpoint), device="auto"))
+    engine = Engine.start(Config(segmenter=segmenter, model_path=Path(checkpoint), device="auto", image_cache_mb=0))
     load_s = time.perf_counter() - t_load
     start = time.perf_counter()
     t0 = time.perf_counter()
@@ -257,7 +257,7 @@ def accuracy(folders: dict[str, Path], segmenter: str = "classical") -> list[dic
     from .eval import evaluate_folder, summarize_scores
     from .pipeline import Engine, SegmentOptions
 
-    engine = Engine.start(Config(segmenter="classical"))
+    engine = Engine.start(Config(segmenter="classical", image_cache_mb=0))
     rows = []
     for name, folder in folders.items():
         scores = evaluate_folder(folder, engine, SegmentOptions(segmenter=segmenter))

@@ -102,7 +102,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print("sam-droplet: no images found", file=sys.stderr)
         return 1
     # The model is loaded only when the chosen segmenter needs it.
-    cfg = Config.from_env({"SEGMENTER": args.segmenter} if args.segmenter else None)
+    # Batch runs never add droplets by a click: keep no image cache.
+    cfg = Config.from_env({"IMAGE_CACHE_MB": "0", **({"SEGMENTER": args.segmenter} if args.segmenter else {})})
     filters = json.loads(args.filters) if args.filters else None
     options = SegmentOptions(
         segmenter=args.segmenter,

@@ -56,24 +56,22 @@ def env_int(env: Mapping[str, str], name: str, default: int, lo: int = 1, hi: in
     return _int(lo, hi)(name, raw) if raw else default
 
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: use a positive number") from None
-    if not (value > 0 and value < float("inf")):
-        raise ConfigError(f"{name}={raw!r} is not valid: use a positive number")
-    return value
+def _float(minimum: float, inclusive: bool) -> Callable[[str, str], float]:
+    words = f"a number of at least {minimum:g}" if inclusive else "a positive number"
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not valid: use {words}") from None
+        if not (value < float("inf") and (value >= minimum if inclusive else value > minimum)):
+            raise ConfigError(f"{name}={raw!r} is not valid: use {words}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: use a number of at least 0") from None
-    if not (0 <= value < float("inf")):
-        raise ConfigError(f"{name}={raw!r} is not valid: use a number of at least 0")
-    return value
+_positive_float = _float(0, inclusive=False)
 
 
 def _choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str, str], str]:
@@ -274,5 +272,5 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "max_concurrent": ("MAX_CONCURRENT_INFERENCES", _int(1, 64)),
     "max_queue": ("MAX_QUEUE", _int(0, 10000)),
     "request_timeout_s": ("REQUEST_TIMEOUT_S", _positive_float),
-    "image_cache_mb": ("IMAGE_CACHE_MB", _non_negative_float),
+    "image_cache_mb": ("IMAGE_CACHE_MB", _float(0, inclusive=True)),
 }

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import Config
     from .pipeline import Engine, SegmentOptions
 
-    engine = Engine.start(Config.from_env({"SEGMENTER": args.segmenter}))
+    engine = Engine.start(Config.from_env({"SEGMENTER": args.segmenter, "IMAGE_CACHE_MB": "0"}))
     options = SegmentOptions(segmenter=args.segmenter, preset=args.preset)
     report: dict[str, Any] = {"segmenter": args.segmenter, "preset": args.preset or "default", "folders": {}}
     everything: list[ImageScore] = []

@@ -30,7 +30,7 @@ from .image_cache import CachedImage, ImageCache
 from .instances import resolve_overlaps
 from .measure import Droplet, measure_droplets, summarize
 from .model import CheckpointError, LoadedModel, load_sam
-from .point import PointQuery, detect_at_point, sam_at_point
+from .point import PointQuery, detect_at_point
 
 __all__ = ["Engine", "PointResult", "SegmentOptions", "SegmentationResult"]
 
@@ -287,16 +287,15 @@ class Engine:
             ) from None
         if fluorescence is not None:
             t0 = time.perf_counter()
-            result.fluorescence = analyze_fluorescence(result, fluorescence, options)
+            result.fluorescence, labels = analyze_fluorescence(result, fluorescence, options)
             result.timing_ms["fluorescence"] = (time.perf_counter() - t0) * 1000
             entry = self.image_cache.get(image.sha256)
             if entry is not None:
                 entry.fluorescence = fluorescence
-                entry.labels = result.fluorescence.pop("_labels")
+                entry.labels = labels
                 entry.fl_threshold = result.fluorescence["fluorescence"]["call"]["threshold"]
                 entry.spot_diameter_px = options.spot_diameter_px
                 self.image_cache.put(entry)  # re-checks the budget with the channel added
-            result.fluorescence.pop("_labels", None)
         return result
 
     def _segment(
@@ -430,7 +429,9 @@ class Engine:
                     self.image_cache.add_encoding(image.sha256, _view_key(view), encoding)
                 timing["encode"] = (time.perf_counter() - t0) * 1000
                 t0 = time.perf_counter()
-                inst, verdict = sam_at_point(refiner, encoding, (image.height, image.width), query, inst)
+                inst, verdict = refiner.at_point(
+                    encoding, (image.height, image.width), (x, y), query.scale_px / 2, detection=inst
+                )
             timing["decode"] = (time.perf_counter() - t0) * 1000
             verdict = verdict if inst is not None else "none"
         t0 = time.perf_counter()
@@ -505,17 +506,21 @@ def _point_fluorescence(droplet: Droplet, entry: CachedImage) -> None:
     ids = np.array([new_id])
     fl = droplet_intensities(raw, labels, ids)
     spots = count_spots(raw, labels, ids, entry.spot_diameter_px)
-    droplet.extra.update(
-        {
-            "fl_mean": round(float(fl.mean[0]), 4),
-            "fl_max": round(float(fl.max[0]), 4),
-            "fl_integrated": round(float(fl.integrated[0]), 2),
-            "fl_background": round(float(fl.background[0]), 4),
-            "fl_corrected_mean": round(float(fl.corrected_mean[0]), 4),
-            "positive": bool(entry.fl_threshold is not None and fl.corrected_mean[0] > entry.fl_threshold),
-            "objects": int(spots[0]),
-        }
-    )
+    positive = entry.fl_threshold is not None and fl.corrected_mean[0] > entry.fl_threshold
+    droplet.extra.update(_fluorescence_columns(fl, spots, 0, positive))
+
+
+def _fluorescence_columns(fl: Any, spots: np.ndarray, i: int, positive: bool) -> dict[str, Any]:
+    """The per-droplet fluorescence columns of droplet ``i`` (JSON and CSV)."""
+    return {
+        "fl_mean": round(float(fl.mean[i]), 4),
+        "fl_max": round(float(fl.max[i]), 4),
+        "fl_integrated": round(float(fl.integrated[i]), 2),
+        "fl_background": round(float(fl.background[i]), 4),
+        "fl_corrected_mean": round(float(fl.corrected_mean[i]), 4),
+        "positive": bool(positive),
+        "objects": int(spots[i]),
+    }
 
 
 def _view_key(view: Any) -> tuple[int, int, int, int]:
@@ -535,8 +540,11 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, options: SegmentOptions) -> dict[str, Any]:
-    """Fluorescence per droplet (stored in each droplet's ``extra``) and the population figures.
+def analyze_fluorescence(
+    result: SegmentationResult, channel: DecodedImage, options: SegmentOptions
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Fluorescence per droplet (stored in each droplet's ``extra``) and the population figures,
+    with the label image of every droplet found (int32) that the annuli were measured against.
 
     Every droplet found is measured (removed ones too, so a client can restore them); the positive
     call, ddPCR statistics and occupancy use the kept droplets.
@@ -554,17 +562,7 @@ def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, opti
     call = classify_positive(fl.corrected_mean[kept_idx], options.fluorescence_threshold, options.threshold_method)
     positive = fl.corrected_mean > call.threshold
     for i, d in enumerate(droplets):
-        d.extra.update(
-            {
-                "fl_mean": round(float(fl.mean[i]), 4),
-                "fl_max": round(float(fl.max[i]), 4),
-                "fl_integrated": round(float(fl.integrated[i]), 2),
-                "fl_background": round(float(fl.background[i]), 4),
-                "fl_corrected_mean": round(float(fl.corrected_mean[i]), 4),
-                "positive": bool(positive[i]),
-                "objects": int(spots[i]),
-            }
-        )
+        d.extra.update(_fluorescence_columns(fl, spots, i, positive[i]))
     kept = [droplets[i] for i in kept_idx]
     volume = (
         float(np.mean([d.calibrated(result.um_per_px)["volume_pl"] for d in kept]))
@@ -573,8 +571,7 @@ def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, opti
     )
     corrected = fl.corrected_mean[kept_idx]
     counts, edges = np.histogram(corrected, bins=32) if corrected.size else (np.zeros(0), np.zeros(1))
-    return {
-        "_labels": labels,  # for the image cache; removed before the result is returned
+    summary = {
         "fluorescence": {
             "image": channel.info(),
             "mean_of_droplet_means": round(float(fl.mean[kept_idx].mean()), 4) if kept else None,
@@ -584,3 +581,4 @@ def analyze_fluorescence(result: SegmentationResult, channel: DecodedImage, opti
         "ddpcr": ddpcr_statistics(len(kept), int(call.positive.sum()), volume),
         "occupancy": {**occupancy(spots[kept_idx]), "spot_diameter_px": options.spot_diameter_px},
     }
+    return summary, labels

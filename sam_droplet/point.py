@@ -2,10 +2,8 @@
 
 The person's click is evidence that a droplet is there, so the search is local and more lenient
 than the whole-image detector: the classical detector runs on a window around the point with
-relaxed acceptance thresholds and the droplet containing the point is taken. In sam mode that
-detection becomes SAM's prompt (from the cached embedding of the view that holds it) and SAM's mask
-is kept where it agrees, exactly as in the whole-image refinement; without a detection SAM is
-prompted with the point and a box of the typical droplet size.
+relaxed acceptance thresholds and the droplet containing the point is taken. In sam mode the
+engine then prompts SAM with it (:meth:`sam_droplet.refine.SamRefiner.at_point`).
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .detect import DetectionParams, detect_droplets
-from .instances import Instance, fill_holes
+from .instances import Instance
 
-__all__ = ["PointQuery", "detect_at_point", "sam_at_point"]
+__all__ = ["PointQuery", "detect_at_point"]
 
 DEFAULT_DIAMETER_PX = 40.0  # search scale when neither the client nor the cache knows the droplet size
 MIN_WINDOW_PX = 96
@@ -108,53 +106,3 @@ def detect_at_point(gray: np.ndarray, query: PointQuery) -> Instance | None:
     if inst.center is not None:
         inst.center = (inst.center[0] + x0, inst.center[1] + y0)
     return inst
-
-
-def sam_at_point(refiner, encoding, shape: tuple[int, int], query: PointQuery, detection: Instance | None):
-    """SAM's droplet at the point, from an encoded view that holds it.
-
-    Args:
-        refiner: a :class:`~sam_droplet.refine.SamRefiner`.
-        encoding: the view's encoding (``SamRefiner.encode``).
-        shape: (height, width) of the image.
-        query: the point and scale.
-        detection: the classical detection at the point, or None.
-
-    Returns:
-        (instance, verdict): SAM's mask when it agrees with the detection (or, without one, when it
-        is a single compact region at the point), else the detection; the verdict is ``sam`` or why
-        SAM's mask was not used.
-    """
-    from .refine import RefineStats, _component_at
-
-    h, w = shape
-    if detection is not None:
-        cx, cy = detection.center or (query.x, query.y)
-        radius = detection.radius or float(np.sqrt(detection.area / np.pi))
-    else:
-        cx, cy, radius = query.x, query.y, query.scale_px / 2
-    reach = radius * (1.0 + refiner.box_margin)
-    box = np.clip(np.array([[cx - reach, cy - reach, cx + reach, cy + reach]]), 0, [w - 1, h - 1, w - 1, h - 1])
-    pad = 0.5 * radius
-    region = np.array(
-        [[max(np.floor(box[0, 0] - pad), 0), max(np.floor(box[0, 1] - pad), 0),
-          min(np.ceil(box[0, 2] + pad) + 1, w), min(np.ceil(box[0, 3] + pad) + 1, h)]],
-        dtype=np.int64,
-    )  # fmt: skip
-    centre = np.array([[query.x, query.y]], dtype=np.float64)
-    logits, scores, tops, _ = refiner.decode(encoding, box, centre, region)
-    if detection is not None:
-        stats = RefineStats(prompts=1)
-        inst = refiner._accept(detection, logits[0], tuple(tops[0]), encoding, region[0], centre[0], scores[0], stats)
-        return inst, ("sam" if stats.sam_masks else next(iter(stats.fallback), "disagrees"))
-    reg = tuple(int(v) for v in region[0])
-    mask, verdict = refiner.paste(
-        logits[0], tuple(tops[0]), encoding.scale, encoding.view, reg, limit=4 * encoding.shared.grid[0]
-    )
-    if mask is None:
-        return None, verdict
-    mask = _component_at(fill_holes(mask), centre[0] - np.array(reg[:2]))
-    if mask is None:
-        return None, "empty"
-    inst = Instance(reg[0], reg[1], mask, score=float(scores[0]), source="sam", center=(query.x, query.y)).tight()
-    return inst, "sam" if inst is not None else "empty"

@@ -279,6 +279,29 @@ class SamRefiner:
         )
         return up > 0, "ok"
 
+    def prompt_geometry(
+        self, centers: np.ndarray, radii: np.ndarray, shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt boxes (N, 4 float: x0, y0, x1, y1, a margin beyond each droplet) and paste regions
+        (N, 4 int, exclusive: the box plus half a radius) for droplets at ``centers`` (N, 2)."""
+        h, w = shape
+        reach = radii * (1.0 + self.box_margin)
+        boxes = np.stack(
+            [centers[:, 0] - reach, centers[:, 1] - reach, centers[:, 0] + reach, centers[:, 1] + reach], 1
+        )
+        boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1])
+        pad = 0.5 * radii[:, None]
+        regions = np.stack(
+            [
+                np.maximum(np.floor(boxes[:, 0:1] - pad), 0),
+                np.maximum(np.floor(boxes[:, 1:2] - pad), 0),
+                np.minimum(np.ceil(boxes[:, 2:3] + pad) + 1, w),
+                np.minimum(np.ceil(boxes[:, 3:4] + pad) + 1, h),
+            ],
+            axis=1,
+        )[..., 0].astype(np.int64)
+        return boxes, regions
+
     # -- the whole step --------------------------------------------------------------------------
 
     def refine(
@@ -305,21 +328,7 @@ class SamRefiner:
             self.encode(rgb8, views[0])
             stats.add_time("encode", time.perf_counter() - t0)
             return [], stats
-        reach = radii * (1.0 + self.box_margin)
-        boxes = np.stack(
-            [centers[:, 0] - reach, centers[:, 1] - reach, centers[:, 0] + reach, centers[:, 1] + reach], 1
-        )
-        boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1])
-        pad = 0.5 * radii[:, None]
-        regions = np.stack(
-            [
-                np.maximum(np.floor(boxes[:, 0:1] - pad), 0),
-                np.maximum(np.floor(boxes[:, 1:2] - pad), 0),
-                np.minimum(np.ceil(boxes[:, 2:3] + pad) + 1, w),
-                np.minimum(np.ceil(boxes[:, 3:4] + pad) + 1, h),
-            ],
-            axis=1,
-        )[..., 0].astype(np.int64)
+        boxes, regions = self.prompt_geometry(centers, radii, (h, w))
         owner = _assign(views, regions, centers)
         out: list[Instance | None] = [None] * len(detections)
         for v, view in enumerate(views):
@@ -384,6 +393,44 @@ class SamRefiner:
                 return cand
         stats.fallback[verdict] = stats.fallback.get(verdict, 0) + 1
         return det
+
+    def at_point(
+        self,
+        enc: _Encoded,
+        shape: tuple[int, int],
+        point: tuple[float, float],
+        radius: float,
+        detection: Instance | None = None,
+    ) -> tuple[Instance | None, str]:
+        """SAM's droplet at a clicked point of an encoded view.
+
+        With a detection there, it is the prompt and SAM's mask is kept where it agrees (as in
+        :meth:`refine`); without one, the point and a box of ``radius`` prompt SAM and the
+        component at the point is taken.
+
+        Returns:
+            The instance (or None) and ``sam`` or why SAM's mask was not used.
+        """
+        if detection is not None:
+            centre = np.array(detection.center or point, dtype=np.float64)
+            radius = detection.radius or float(np.sqrt(detection.area / np.pi))
+        else:
+            centre = np.array(point, dtype=np.float64)
+        boxes, regions = self.prompt_geometry(centre[None], np.array([radius]), shape)
+        clicked = np.array([point], dtype=np.float64)
+        logits, scores, tops, _ = self.decode(enc, boxes, clicked, regions)
+        if detection is not None:
+            stats = RefineStats(prompts=1)
+            inst = self._accept(detection, logits[0], tuple(tops[0]), enc, regions[0], clicked[0], scores[0], stats)
+            return inst, ("sam" if stats.sam_masks else next(iter(stats.fallback), "disagrees"))
+        reg = tuple(int(v) for v in regions[0])
+        mask, verdict = self.paste(logits[0], tuple(tops[0]), enc.scale, enc.view, reg, limit=4 * enc.shared.grid[0])
+        if mask is not None:
+            mask = _component_at(fill_holes(mask), clicked[0] - np.array(reg[:2]))
+        if mask is None:
+            return None, verdict if verdict != "ok" else "empty"
+        inst = Instance(reg[0], reg[1], mask, score=float(scores[0]), source="sam", center=point).tight()
+        return inst, "sam" if inst is not None else "empty"
 
 
 def _assign(views: list[View], regions: np.ndarray, centers: np.ndarray) -> np.ndarray:

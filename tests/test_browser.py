@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -211,11 +212,11 @@ def test_workbench(page, server, odd):
     assert len(np.unique(labels)) - 1 == n and first["id"] not in np.unique(labels)
     with page.expect_download() as info:
         page.click("#export-coco")
-    coco = __import__("json").loads(Path(info.value.path()).read_text())
+    coco = json.loads(Path(info.value.path()).read_text())
     assert len(coco["annotations"]) == n
     with page.expect_download() as info:
         page.click("#export-json")
-    body = __import__("json").loads(Path(info.value.path()).read_text())
+    body = json.loads(Path(info.value.path()).read_text())
     assert body["corrections"]["removed"] == [first["id"]] and len(body["corrections"]["added"]) == 1
     with page.expect_download() as info:
         page.click("#export-overlay")
@@ -400,7 +401,7 @@ def test_page_arithmetic_matches_the_server(page, server, odd):
     body = requests.post(
         f"{server}/segment_file",
         files={"file": ("packed.png", png_bytes(image.image))},
-        data={"filters": __import__("json").dumps(filters)},
+        data={"filters": json.dumps(filters)},
         timeout=120,
     ).json()
     records = body["droplets"] + body["removed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def test_uncached_image_is_sent_again(client, odd):
     ],
 )
 def test_bad_point_requests(client, body):
-    r = client.post("/segment_point", data=__import__("json").dumps(body), content_type="application/json")
+    r = client.post("/segment_point", data=json.dumps(body), content_type="application/json")
     assert r.status_code == 400
     assert r.get_json()["error"]["code"] == "invalid_options"
 

@@ -703,7 +703,7 @@ function undo() {
   recompute(job);
 }
 
-function droplet_at(job, x, y) {
+function dropletAt(job, x, y) {
   const { width, height } = job.result.image;
   if (x < 0 || y < 0 || x >= width || y >= height) return null;
   const i = indexMap(job)[Math.floor(y) * width + Math.floor(x)];
@@ -879,7 +879,7 @@ const viewer = new Viewer($("viewer"), {
   onHover(point) {
     const tip = $("tooltip");
     const job = state.current;
-    const r = point && job ? droplet_at(job, point.x, point.y) : null;
+    const r = point && job ? dropletAt(job, point.x, point.y) : null;
     if (!r) { tip.hidden = true; return; }
     const s = umPerPx();
     const lines = [
@@ -897,7 +897,7 @@ const viewer = new Viewer($("viewer"), {
   onClick({ x, y }) {
     const job = state.current;
     if (!job) return;
-    const r = droplet_at(job, x, y);
+    const r = dropletAt(job, x, y);
     if (viewer.tool === "add") {
       if (r) { say(`Droplet #${r.id} is already here.`, true); select(r.id); return; }
       addAt(job, x, y);
