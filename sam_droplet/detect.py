@@ -271,18 +271,19 @@ def _split_regions(mask: np.ndarray, max_radius: float | None = None) -> tuple[n
     return regions, n
 
 
-def _region_features(regions: np.ndarray, support_mask: np.ndarray, n: int) -> dict[str, np.ndarray]:
+def _region_features(
+    regions: np.ndarray, support_mask: np.ndarray, n: int, min_support: float = 0.0, min_roundness: float = 0.0
+) -> dict[str, np.ndarray]:
     """Per-label area, centroid, boundary support and roundness, vectorised over the label image.
 
     Boundary support is the fraction of a region's outline (4-neighbour steps leaving the region;
     the image border excluded) that lands on ``support_mask``. Roundness is (inscribed radius +
-    0.5) / equivalent radius, with cuts between regions counting as boundary.
+    0.5) / equivalent radius, with cuts between regions counting as boundary. Centroids are only
+    computed for labels with at least ``min_support`` and ``min_roundness`` (the others are NaN):
+    most regions of a busy image fail those tests, and centroids cost a pass over their pixels.
     """
-    flat = regions.ravel()
+    flat = regions.ravel().astype(np.intp)
     area = np.bincount(flat, minlength=n + 1).astype(np.float64)
-    ys, xs = np.indices(regions.shape, dtype=np.float32)
-    sx = np.bincount(flat, weights=xs.ravel(), minlength=n + 1)
-    sy = np.bincount(flat, weights=ys.ravel(), minlength=n + 1)
     hits = np.zeros(n + 1)
     total = np.zeros(n + 1)
     cut = np.zeros(regions.shape, dtype=bool)
@@ -294,27 +295,30 @@ def _region_features(regions: np.ndarray, support_mask: np.ndarray, n: int) -> d
         differ = a0 != a1
         for here, there_support in ((a0, s1), (a1, s0)):
             step = differ & (here > 0)
-            lab = here[step]
-            total += np.bincount(lab, minlength=n + 1)
-            hits += np.bincount(lab, weights=there_support[step].astype(np.float64), minlength=n + 1)
+            total += np.bincount(here[step], minlength=n + 1)
+            hits += np.bincount(here[step & there_support], minlength=n + 1)
         between = differ & (a0 > 0) & (a1 > 0)
         if axis == 0:
             cut[:-1] |= between
         else:
             cut[:, :-1] |= between
+    support = hits / np.maximum(total, 1.0)
     inner = ((regions > 0) & ~cut).astype(np.uint8)
     dist = cv2.distanceTransform(inner, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     r_in = np.zeros(n + 1, dtype=np.float32)
-    np.maximum.at(r_in, regions.ravel(), dist.ravel())  # 40x faster than ndi.maximum here
-    r_in = r_in.astype(np.float64)
+    np.maximum.at(r_in, flat, dist.ravel())  # 40x faster than ndi.maximum here
     safe = np.maximum(area, 1.0)
-    return {
-        "area": area,
-        "cx": sx / safe,
-        "cy": sy / safe,
-        "support": hits / np.maximum(total, 1.0),
-        "roundness": np.minimum((r_in + 0.5) / np.sqrt(safe / np.pi), 1.0),
-    }
+    roundness = np.minimum((r_in.astype(np.float64) + 0.5) / np.sqrt(safe / np.pi), 1.0)
+    wanted = (support >= min_support) & (roundness >= min_roundness)
+    wanted[0] = False
+    where = np.flatnonzero(wanted[flat])
+    lab = flat[where]
+    row, col = np.divmod(where, regions.shape[1])
+    cx = np.full(n + 1, np.nan)
+    cy = np.full(n + 1, np.nan)
+    cx[wanted] = np.bincount(lab, weights=col, minlength=n + 1)[wanted] / safe[wanted]
+    cy[wanted] = np.bincount(lab, weights=row, minlength=n + 1)[wanted] / safe[wanted]
+    return {"area": area, "cx": cx, "cy": cy, "support": support, "roundness": roundness}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,44 +337,79 @@ def _rim_map(norm: np.ndarray, kernel: int, noise: float) -> tuple[np.ndarray, f
     return _remove_small(contrast > threshold, 8), threshold
 
 
-def _rim_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
-    """Round regions enclosed by dark rims, at every pyramid level."""
-    h, w = norm.shape
+def _rim_levels(shape: tuple[int, int], params: DetectionParams) -> int:
+    """Pyramid levels of the rim cue: halve until the shorter side would drop under 48 px."""
     n_levels = 1
-    while min(h, w) / 2**n_levels >= 48:
+    while min(shape) / 2**n_levels >= 48:
         n_levels += 1
     if params.max_levels is not None:
         n_levels = min(n_levels, params.max_levels)
+    return n_levels
+
+
+def _rim_regions(rim: np.ndarray, params: DetectionParams, max_radius: float | None) -> Proposals:
+    """Round regions enclosed by the rim mask ``rim``, in the mask's own pixels."""
+    # Specks of interior too small to hold a droplet are dropped before the (costly) split;
+    # interiors wider than ``max_radius`` are seen, better resolved, at a coarser level.
+    interior = _remove_small(~rim, 6)
+    regions, n = _split_regions(interior, max_radius=max_radius)
+    if n == 0:
+        return Proposals.empty()
+    f = _region_features(regions, rim, n, params.min_rim_support, params.min_roundness)
+    keep = (f["support"] >= params.min_rim_support) & (f["roundness"] >= params.min_roundness)
+    keep &= f["area"] >= 6
+    keep[0] = False
+    idx = np.flatnonzero(keep)
+    # An interior sits inside its rim: the droplet is about half a kernel larger.
+    return Proposals(
+        cx=f["cx"][idx],
+        cy=f["cy"][idx],
+        r=np.sqrt(f["area"][idx] / np.pi) + 0.5 * (params.rim_kernel_px | 1),
+        score=f["support"][idx] * f["roundness"][idx],
+    )
+
+
+def _rim_strip_jobs(rim: np.ndarray, params: DetectionParams, max_radius: float, strips: int) -> list[Any]:
+    """:func:`_rim_regions` on horizontal strips of ``rim``, as callables to run in parallel.
+
+    Full resolution costs as much as all coarser levels together, and one call would keep one
+    core busy while the other waits. Strips overlap by more than a region split at
+    ``max_radius`` can span (inscribed radius at most ``max_radius / 0.7``, roundness at least
+    ``min_roundness``); each strip keeps the regions centred in its own rows, so every region is
+    judged whole, once.
+    """
+    h = rim.shape[0]
+    margin = int(np.ceil(2.0 * max_radius / 0.7 / max(params.min_roundness, 0.5))) + 4
+    cuts = np.linspace(0, h, strips + 1).round().astype(int)
+
+    def job(k: int) -> Proposals:
+        top, bottom = max(cuts[k] - margin, 0), min(cuts[k + 1] + margin, h)
+        props = _rim_regions(rim[top:bottom], params, max_radius)
+        own = np.flatnonzero((props.cy + top >= cuts[k] - 0.5) & (props.cy + top < cuts[k + 1] - 0.5))
+        props = props.take(own)
+        return Proposals(props.cx, props.cy + top, props.r, props.score)
+
+    return [lambda k=k: job(k) for k in range(strips)]
+
+
+def _rim_proposals(norm: np.ndarray, params: DetectionParams, levels: range | None = None) -> Proposals:
+    """Round regions enclosed by dark rims, at every pyramid level (or the given ``levels``)."""
+    w = norm.shape[1]
+    n_levels = _rim_levels(norm.shape, params)
+    levels = levels if levels is not None else range(n_levels)
     kernel = params.rim_kernel_px | 1
     parts: list[Proposals] = []
     level_img = norm
-    for level in range(n_levels):
+    for level in range(max(levels, default=-1) + 1):
         if level > 0:
             size = (max(level_img.shape[1] // 2, 1), max(level_img.shape[0] // 2, 1))
             level_img = cv2.resize(level_img, size, interpolation=cv2.INTER_AREA)
-        rim, _ = _rim_map(level_img, kernel, _noise_sigma(level_img))
-        # Specks of interior too small to hold a droplet are dropped before the (costly) split;
-        # interiors wider than 48 level pixels are seen, better resolved, at a coarser level.
-        interior = _remove_small(~rim, 6)
-        regions, n = _split_regions(interior, max_radius=None if level == n_levels - 1 else 48.0)
-        if n == 0:
+        if level not in levels:
             continue
-        f = _region_features(regions, rim, n)
-        keep = (f["support"] >= params.min_rim_support) & (f["roundness"] >= params.min_roundness)
-        keep &= f["area"] >= 6
-        keep[0] = False
-        idx = np.flatnonzero(keep)
-        scale = w / level_img.shape[1]
-        # An interior sits inside its rim: the droplet is about half a kernel larger.
-        r = (np.sqrt(f["area"][idx] / np.pi) + 0.5 * kernel) * scale
-        parts.append(
-            Proposals(
-                cx=(f["cx"][idx] + 0.5) * scale - 0.5,
-                cy=(f["cy"][idx] + 0.5) * scale - 0.5,
-                r=r,
-                score=f["support"][idx] * f["roundness"][idx],
-            )
-        )
+        rim, _ = _rim_map(level_img, kernel, _noise_sigma(level_img))
+        props = _rim_regions(rim, params, None if level == n_levels - 1 else 48.0)
+        s = w / level_img.shape[1]
+        parts.append(Proposals((props.cx + 0.5) * s - 0.5, (props.cy + 0.5) * s - 0.5, props.r * s, props.score))
     return Proposals.concat(parts)
 
 
@@ -408,7 +447,7 @@ def _threshold_proposals(norm: np.ndarray, polarity: str, params: DetectionParam
     regions, n = _split_regions(fg)
     if n == 0:
         return Proposals.empty()
-    f = _region_features(regions, ~fg, n)
+    f = _region_features(regions, ~fg, n, params.min_edge_support, params.min_roundness)
     keep = (f["support"] >= params.min_edge_support) & (f["roundness"] >= params.min_roundness)
     keep &= f["area"] >= 6
     keep[0] = False
@@ -478,7 +517,7 @@ def propose_droplets(norm: np.ndarray, cue: str, params: DetectionParams) -> Pro
 # Boundary fit
 
 _SAMPLES = 32  # samples per ray
-_MODEL_SAMPLE = 400  # proposals used to choose the boundary model
+_MODEL_SAMPLE = 200  # proposals used to choose the boundary model
 _REACH = 1.6  # rays reach this many proposal radii
 
 
@@ -719,7 +758,12 @@ def _place_edges(p: np.ndarray, path: np.ndarray, is_rim: np.ndarray, cue: str) 
 
 
 def fit_boundaries(
-    profiles: np.ndarray, rho: np.ndarray, cue: str, noise: float
+    profiles: np.ndarray,
+    rho: np.ndarray,
+    cue: str,
+    noise: float,
+    min_support: float = 0.0,
+    min_rim_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The droplet outline along rays: the strongest closed, smooth path through the edge evidence.
 
@@ -728,6 +772,10 @@ def fit_boundaries(
         rho: (N, samples) radius of each sample in pixels.
         cue: ``rim``, ``bright`` or ``dark``.
         noise: pixel noise of the normalised image.
+        min_support, min_rim_fraction: proposals with fewer rays than this showing a clear edge
+            anywhere (or, for the second, a clear rim) cannot give an accepted outline: they are not
+            traced (radii NaN, strength 0). On a busy image that is most of them, and tracing is
+            most of the cost.
 
     Returns:
         radii (N, rays) in pixels, edge strength at the outline (N, rays) and whether each ray's edge
@@ -737,13 +785,28 @@ def fit_boundaries(
     step = (rho[:, 1] - rho[:, 0])[:, None, None]
     min_contrast = max(1.25 * noise, 0.03)
     strength, is_rim = _edge_strength(p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast)
-    scale = np.maximum(strength.max(axis=(1, 2), keepdims=True), min_contrast)
-    path = _closed_path(-strength / scale)
-    at = np.take_along_axis(strength, path[..., None], -1)[..., 0]
-    rim_at = np.take_along_axis(is_rim, path[..., None], -1)[..., 0] & (at > 0)
-    pos = _place_edges(p, path, rim_at, "rim" if cue == "rim" else "bright")
-    radii = rho[:, :1] + pos * step[:, :, 0]
+    clear = strength >= _clear_edge(noise)
+    traced = np.flatnonzero(
+        (clear.any(axis=-1).mean(axis=1) >= min_support)
+        & ((clear & is_rim).any(axis=-1).mean(axis=1) >= min_rim_fraction)
+    )
+    radii = np.full(strength.shape[:2], np.nan)
+    at = np.zeros(strength.shape[:2], dtype=strength.dtype)
+    rim_at = np.zeros(strength.shape[:2], dtype=bool)
+    if traced.size:
+        p, strength, is_rim, step = p[traced], strength[traced], is_rim[traced], step[traced]
+        scale = np.maximum(strength.max(axis=(1, 2), keepdims=True), min_contrast)
+        path = _closed_path(-strength / scale)
+        at[traced] = np.take_along_axis(strength, path[..., None], -1)[..., 0]
+        rim_at[traced] = np.take_along_axis(is_rim, path[..., None], -1)[..., 0] & (at[traced] > 0)
+        pos = _place_edges(p, path, rim_at[traced], "rim" if cue == "rim" else "bright")
+        radii[traced] = rho[traced, :1] + pos * step[:, :, 0]
     return radii, at, rim_at
+
+
+def _clear_edge(noise: float) -> float:
+    """Edge strength a ray needs to support an outline: clearly above the pixel noise."""
+    return max(1.75 * noise, 0.02)
 
 
 def _outline_quality(
@@ -759,7 +822,7 @@ def _outline_quality(
         the radii beyond half a pixel, over their mean).
     """
     rays = radii.shape[1]
-    floor = max(1.75 * noise, 0.02)
+    floor = _clear_edge(noise)
     typical = np.median(strength, axis=1, keepdims=True)
     valid = (strength >= floor) & (strength >= 0.25 * typical)
     support = valid.mean(axis=1)
@@ -972,7 +1035,10 @@ def _fit_once(
         sub = props.take(idx)
         profiles, rho = _sample_rays(pyramid, sub, int(rays))
         profiles = _smooth_around(profiles, sub.r)
-        rr, strength, is_rim = fit_boundaries(profiles, rho, cue, noise)
+        rr, strength, is_rim = fit_boundaries(
+            profiles, rho, cue, noise, params.min_fit_support, params.min_rim_fraction if cue == "rim" else 0.0
+        )
+        rr = np.where(np.isnan(rr), sub.r[:, None], rr)  # untraced: hopeless, score 0 below
         rr, valid, support[idx], irregularity[idx] = _outline_quality(rr, strength, noise)
         rim_fraction[idx] = (is_rim & valid).mean(axis=1)
         radii[idx] = _resample_around(rr, params.n_rays)
@@ -1048,6 +1114,28 @@ def _dedupe_outlines(out: _Outlines, max_iou: float = 0.3, max_inside: float = 0
     return out.take(np.flatnonzero(kept))
 
 
+def _propose_all(norm: np.ndarray, noise: float, params: DetectionParams) -> dict[str, Proposals]:
+    """Proposals of every cue, computed in parallel threads.
+
+    The rim cue at full resolution is the longest single job: it is split into strips so the
+    cores share it with the other cues.
+    """
+    workers = params.threads or min(os.cpu_count() or 1, 4)
+    n_levels = _rim_levels(norm.shape, params)
+    strips = min(workers, max(1, norm.size // 1_500_000)) if n_levels > 1 else 1
+    with _pool(params) as pool:
+        others = {cue: pool.submit(propose_droplets, norm, cue, params) for cue in ("bright", "dark", "hough")}
+        if strips == 1:
+            rim_jobs = [pool.submit(_rim_proposals, norm, params)]
+        else:
+            coarse = pool.submit(_rim_proposals, norm, params, range(1, n_levels))
+            rim, _ = _rim_map(norm, params.rim_kernel_px | 1, noise)
+            rim_jobs = [pool.submit(job) for job in _rim_strip_jobs(rim, params, 48.0, strips)] + [coarse]
+        out = {"rim": Proposals.concat([f.result() for f in rim_jobs])}
+        out.update({cue: f.result() for cue, f in others.items()})
+    return out
+
+
 def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> Detection:
     """Find droplets in a single-channel image.
 
@@ -1071,9 +1159,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
     # Proposals of every cue are only hypotheses (centre and size): pool them, so a droplet whose
     # rim is broken can still be proposed by its bright interior, and let the boundary fit decide.
     t0 = time.perf_counter()
-    cues = ("rim", "bright", "dark", "hough")
-    with _pool(params) as pool:
-        by_cue = dict(zip(cues, pool.map(lambda cue: propose_droplets(norm, cue, params), cues), strict=True))
+    by_cue = _propose_all(norm, noise, params)
     props = _merge_proposals(Proposals.concat(list(by_cue.values())))
     timing["propose"] = (time.perf_counter() - t0) * 1000
 
@@ -1088,11 +1174,13 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
             outlines = _fit_outlines(pyramid, subset, model, noise, params)
             explained[model] = float(np.count_nonzero(outlines.score >= 0.7))
         # Bright-field rims are the common case. The rim model only accepts outlines that show a
-        # rim, so a handful of confident ones (and a quarter of what a step model finds) means the
-        # droplets have rims; otherwise they are plain bright or dark disks.
+        # rim, and fluorescence or dyed droplets give none at all; so a handful of confident ones
+        # (and a tenth of what a step model finds) means the droplets have rims. Polydisperse
+        # emulsions with out-of-focus droplets give the step models three times as many outlines
+        # as the rim model, so the margin is wide.
         step = max(("bright", "dark"), key=lambda m: explained.get(m, 0.0))
         rims = explained.get("rim", 0.0)
-        cue = "rim" if rims >= max(5.0, 0.25 * explained.get(step, 0.0)) else step
+        cue = "rim" if rims >= max(5.0, 0.1 * explained.get(step, 0.0)) else step
     else:
         cue = models[0]
     timing["choose_model"] = (time.perf_counter() - t0) * 1000
@@ -1101,8 +1189,13 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
     # Regions of the opposite polarity (the oil between bright droplets, the gaps between dark
     # ones) are never droplets of the chosen model: leave them out of the final fit.
     opposite = {"rim": "dark", "bright": "dark", "dark": "bright"}[cue]
-    if len(models) > 1:
-        props = _merge_proposals(Proposals.concat([v for k, v in by_cue.items() if k != opposite]))
+    final = {k: v for k, v in by_cue.items() if k != opposite}
+    if cue == "rim":
+        # A bright region in bright field is often only the droplet's lens-bright core, well inside
+        # its rim, and rays reach 1.6 proposal radii: propose the core enlarged too.
+        core = by_cue["bright"]
+        final["bright"] = Proposals.concat([core, Proposals(core.cx, core.cy, 1.5 * core.r, 0.9 * core.score)])
+    props = _merge_proposals(Proposals.concat(list(final.values())))
     outlines = _fit_outlines(pyramid, props, cue, noise, params)
     n_prop = len(props)
     timing["fit"] = (time.perf_counter() - t0) * 1000
