@@ -652,7 +652,7 @@ def _edge_strength(p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: 
     """
     s = p.shape[2]
     step_px = np.maximum(rho_step, 1e-6)
-    k = np.clip(np.round(1.5 / step_px), 1, 4).astype(int)
+    k = _slope_samples(step_px)
     # Windows are rounded to a few sizes so that rays are processed in a handful of groups.
     w = _quantize(np.clip(2.5 / step_px, max(2, s // 8), s // 3), (5, 7, 10, 13))
     # A step must stay down over 6 px (or half a radius); shorter rays cannot tell.
@@ -663,6 +663,32 @@ def _edge_strength(p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: 
         idx = np.flatnonzero((k == kk) & (w == ww) & (far == ff))
         strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast)
     return strength, is_rim
+
+
+def _slope_samples(step_px: np.ndarray) -> np.ndarray:
+    """Half-width of the slope window in samples: about 1.5 px, 1 to 4 samples."""
+    return np.clip(np.round(1.5 / np.maximum(step_px, 1e-6)), 1, 4).astype(int)
+
+
+def _usable_samples(s: int) -> np.ndarray:
+    """Samples where an edge may lie: beyond 0.3 proposal radii, short of the ray's end."""
+    frac = (np.arange(s) + 0.5) / s * _REACH
+    return (frac >= 0.3) & (frac <= _REACH - 0.05)
+
+
+def _slope_bound(p: np.ndarray, step_px: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rays (N, rays) with a rise, and with a fall, of at least ``floor`` over the slope window.
+
+    Edge strength never exceeds the slope: a rim's strength is its outward rise damped by its
+    depth, a step's its fall. Rays without such a slope cannot show a clear edge, a cheap test.
+    """
+    rise = np.zeros_like(p)
+    k = _slope_samples(step_px)
+    for kk in np.unique(k):
+        idx = np.flatnonzero(k == kk)
+        rise[idx] = _shift(p[idx], int(kk)) - _shift(p[idx], -int(kk))
+    rise[..., ~_usable_samples(p.shape[-1])] = 0.0
+    return rise.max(axis=-1) >= floor, rise.min(axis=-1) <= -floor
 
 
 def _quantize(values: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
@@ -680,7 +706,7 @@ def _edge_strength_group(
     n, _, s = p.shape
     rise = _shift(p, k) - _shift(p, -k)
     frac = (np.arange(s) + 0.5) / s * _REACH
-    usable = ((frac >= 0.3) & (frac <= _REACH - 0.05))[None, None, :]
+    usable = _usable_samples(s)[None, None, :]
     if cue != "rim":
         return np.where(usable, np.clip(-rise, 0, None), 0.0), np.zeros(p.shape, dtype=bool)
     level_in = np.median(p[:, :, frac <= 0.3].reshape(n, -1), axis=1)[:, None, None]
@@ -784,17 +810,27 @@ def fit_boundaries(
     p = profiles if cue != "dark" else 1.0 - profiles
     step = (rho[:, 1] - rho[:, 0])[:, None, None]
     min_contrast = max(1.25 * noise, 0.03)
+    floor = _clear_edge(noise)
+    radii = np.full(p.shape[:2], np.nan)
+    at = np.zeros(p.shape[:2], dtype=p.dtype)
+    rim_at = np.zeros(p.shape[:2], dtype=bool)
+    # Two bounds, cheap then exact, spare the work on proposals that cannot be accepted.
+    up, down = _slope_bound(p, step[:, 0, 0], floor)
+    rim_rays = up if cue == "rim" else down
+    hopeful = np.flatnonzero(
+        ((up | down if cue == "rim" else down).mean(axis=1) >= min_support)
+        & (rim_rays.mean(axis=1) >= min_rim_fraction)
+    )
+    p, step = p[hopeful], step[hopeful]
     strength, is_rim = _edge_strength(p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast)
-    clear = strength >= _clear_edge(noise)
-    traced = np.flatnonzero(
+    clear = strength >= floor
+    keep = np.flatnonzero(
         (clear.any(axis=-1).mean(axis=1) >= min_support)
         & ((clear & is_rim).any(axis=-1).mean(axis=1) >= min_rim_fraction)
     )
-    radii = np.full(strength.shape[:2], np.nan)
-    at = np.zeros(strength.shape[:2], dtype=strength.dtype)
-    rim_at = np.zeros(strength.shape[:2], dtype=bool)
+    traced = hopeful[keep]
     if traced.size:
-        p, strength, is_rim, step = p[traced], strength[traced], is_rim[traced], step[traced]
+        p, strength, is_rim, step = p[keep], strength[keep], is_rim[keep], step[keep]
         scale = np.maximum(strength.max(axis=(1, 2), keepdims=True), min_contrast)
         path = _closed_path(-strength / scale)
         at[traced] = np.take_along_axis(strength, path[..., None], -1)[..., 0]

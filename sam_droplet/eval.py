@@ -200,8 +200,11 @@ def summarize_scores(scores: list[ImageScore]) -> dict[str, Any]:
     }
 
 
-def evaluate_folder(folder: Path, engine: Any, options: Any) -> list[ImageScore]:
-    """Segment and score every labelled image of a folder."""
+def evaluate_folder(
+    folder: Path, engine: Any, options: Any, details: list[dict[str, Any]] | None = None
+) -> list[ImageScore]:
+    """Segment and score every labelled image of a folder; each result's ``details`` (detector cue,
+    SAM views and prompts) are appended to ``details`` when given."""
     from PIL import Image
 
     from .decode import decode_image
@@ -217,6 +220,8 @@ def evaluate_folder(folder: Path, engine: Any, options: Any) -> list[ImageScore]
         if truth.shape != result.shape:
             raise SystemExit(f"{labels_path}: labels are {truth.shape}, the image is {result.shape}")
         predicted = label_image(result.kept, result.shape)
+        if details is not None:
+            details.append(result.details)
         scores.append(
             ImageScore(
                 image=str(image_path),
