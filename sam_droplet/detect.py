@@ -193,11 +193,15 @@ def normalize_intensity(gray: np.ndarray, low: float = 0.5, high: float = 99.5) 
 
 
 def _otsu(values: np.ndarray) -> float:
-    """Otsu threshold of non-negative float values (256-bin histogram)."""
-    top = float(values.max())
+    """Otsu threshold of non-negative float values (256-bin histogram).
+
+    Large arrays are subsampled (a million values pin a 256-bin histogram down).
+    """
+    sample = values.ravel()[:: max(1, values.size // 1_000_000)]
+    top = float(sample.max())
     if top <= 0:
         return 0.0
-    v8 = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+    v8 = np.clip(sample * (255.0 / top), 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return float(t) / 255.0 * top
 
@@ -257,17 +261,49 @@ def _local_max_markers(
     return markers, n - 1
 
 
-def _split_regions(mask: np.ndarray, max_radius: float | None = None) -> tuple[np.ndarray, int]:
-    """Label ``mask`` into round pieces: distance transform, local-max seeds, watershed."""
+def _split_regions(
+    mask: np.ndarray, max_radius: float | None = None, max_split_side: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Label ``mask`` into round pieces: distance transform, local-max seeds, watershed.
+
+    With ``max_split_side``, only connected pieces of ``mask`` that hold several seeds and fit in a
+    box of that side are split; a larger piece stays whole. At full resolution that piece is the
+    background between droplets, and flooding it is most of the cost (droplets joined to it
+    through a broken rim are seen at the next pyramid level, where the rim is thicker).
+    """
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     markers, n = _local_max_markers(dist, max_radius=max_radius)
     if n == 0:
         return markers, 0
     top = float(dist.max()) or 1.0
     relief = np.clip(255.0 - dist * (255.0 / top), 0, 255).astype(np.uint8)
-    regions = markers.astype(np.int32, copy=True)
-    cv2.watershed(cv2.merge([relief, relief, relief]), regions)
-    regions[(regions < 0) | ~mask] = 0
+    if max_split_side is None:
+        regions = markers.astype(np.int32, copy=True)
+        cv2.watershed(cv2.merge([relief, relief, relief]), regions)
+        regions[(regions < 0) | ~mask] = 0
+        return regions, n
+    n_cc, pieces, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    ys, xs = np.nonzero(markers)
+    owned = np.unique(pieces[ys, xs].astype(np.int64) * (n + 1) + markers[ys, xs])
+    piece_of, seed_of = owned // (n + 1), (owned % (n + 1)).astype(np.int32)
+    seeds = np.bincount(piece_of, minlength=n_cc)
+    # A piece with one seed is one region (the watershed would flood it from that seed alone).
+    owner = np.zeros(n_cc, dtype=np.int32)
+    owner[piece_of] = seed_of
+    regions = owner[pieces]
+    side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    split = (seeds >= 2) & (side <= max_split_side)
+    split[0] = False
+    if split.any():
+        todo = split[pieces]
+        # Everything else is labelled up front so the flood stays inside the pieces to split; a
+        # one-pixel ring around them is left to the flood, as the rim between droplets is.
+        ring = cv2.dilate(todo.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        flood = np.where(todo, markers, 0).astype(np.int32)
+        flood[~ring] = n + 1
+        cv2.watershed(cv2.merge([relief, relief, relief]), flood)
+        regions = np.where(todo, np.where((flood > 0) & (flood <= n), flood, 0), regions)
+    regions[~mask] = 0
     return regions, n
 
 
@@ -347,12 +383,14 @@ def _rim_levels(shape: tuple[int, int], params: DetectionParams) -> int:
     return n_levels
 
 
-def _rim_regions(rim: np.ndarray, params: DetectionParams, max_radius: float | None) -> Proposals:
+def _rim_regions(
+    rim: np.ndarray, params: DetectionParams, max_radius: float | None, max_split_side: int | None = None
+) -> Proposals:
     """Round regions enclosed by the rim mask ``rim``, in the mask's own pixels."""
     # Specks of interior too small to hold a droplet are dropped before the (costly) split;
     # interiors wider than ``max_radius`` are seen, better resolved, at a coarser level.
     interior = _remove_small(~rim, 6)
-    regions, n = _split_regions(interior, max_radius=max_radius)
+    regions, n = _split_regions(interior, max_radius=max_radius, max_split_side=max_split_side)
     if n == 0:
         return Proposals.empty()
     f = _region_features(regions, rim, n, params.min_rim_support, params.min_roundness)
@@ -367,6 +405,12 @@ def _rim_regions(rim: np.ndarray, params: DetectionParams, max_radius: float | N
         r=np.sqrt(f["area"][idx] / np.pi) + 0.5 * (params.rim_kernel_px | 1),
         score=f["support"][idx] * f["roundness"][idx],
     )
+
+
+def _full_resolution_split(max_radius: float) -> int:
+    """Largest piece of interior split into droplets at full resolution: a few droplets of the
+    largest size split there (seeds up to ``max_radius / 0.7`` px)."""
+    return int(4 * max_radius / 0.7)
 
 
 def _rim_strip_jobs(rim: np.ndarray, params: DetectionParams, max_radius: float, strips: int) -> list[Any]:
@@ -384,7 +428,7 @@ def _rim_strip_jobs(rim: np.ndarray, params: DetectionParams, max_radius: float,
 
     def job(k: int) -> Proposals:
         top, bottom = max(cuts[k] - margin, 0), min(cuts[k + 1] + margin, h)
-        props = _rim_regions(rim[top:bottom], params, max_radius)
+        props = _rim_regions(rim[top:bottom], params, max_radius, _full_resolution_split(max_radius))
         own = np.flatnonzero((props.cy + top >= cuts[k] - 0.5) & (props.cy + top < cuts[k + 1] - 0.5))
         props = props.take(own)
         return Proposals(props.cx, props.cy + top, props.r, props.score)
@@ -407,7 +451,9 @@ def _rim_proposals(norm: np.ndarray, params: DetectionParams, levels: range | No
         if level not in levels:
             continue
         rim, _ = _rim_map(level_img, kernel, _noise_sigma(level_img))
-        props = _rim_regions(rim, params, None if level == n_levels - 1 else 48.0)
+        max_radius = None if level == n_levels - 1 else 48.0
+        split_side = _full_resolution_split(max_radius) if level == 0 and max_radius else None
+        props = _rim_regions(rim, params, max_radius, split_side)
         s = w / level_img.shape[1]
         parts.append(Proposals((props.cx + 0.5) * s - 0.5, (props.cy + 0.5) * s - 0.5, props.r * s, props.score))
     return Proposals.concat(parts)
@@ -1017,7 +1063,8 @@ def _fit_parallel(
 ) -> _Outlines:
     """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
     workers = params.threads or min(os.cpu_count() or 1, 4)
-    if workers <= 1 or len(props) < 64:
+    # Threads pay off on large batches only: small numpy arrays hold the interpreter lock.
+    if workers <= 1 or len(props) < 512:
         return _fit_refit(pyramid, props, cue, noise, params)
     parts = np.array_split(np.arange(len(props)), workers)
     with _pool(params) as pool:

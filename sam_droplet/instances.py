@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -71,8 +72,16 @@ class Instance:
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes of a boolean mask (a droplet is a disk, whatever sits inside it)."""
-    return ndi.binary_fill_holes(mask)
+    """Fill holes of a boolean mask (a droplet is a disk, whatever sits inside it).
+
+    The same as ``scipy.ndimage.binary_fill_holes`` (background 4-connected to the outside stays),
+    by one OpenCV flood fill: several times faster on the small crops droplets are stored in.
+    """
+    if mask.size == 0:
+        return mask.astype(bool)
+    outside = np.pad(~mask.astype(bool), 1, constant_values=True).astype(np.uint8)
+    cv2.floodFill(outside, None, (0, 0), 0)
+    return mask.astype(bool) | outside[1:-1, 1:-1].astype(bool)
 
 
 def instances_from_labels(
