@@ -11,7 +11,10 @@ Detection runs in three steps.
        pyramid with one small kernel, so the same code finds 8 px droplets at full resolution and
        500 px droplets at 1/32 resolution. A region is proposed when its outline lies mostly on a
        rim and it is round (inscribed over equivalent radius; about 0.7 for the curved triangle
-       between three packed droplets).
+       between three packed droplets). At full resolution only pieces of interior a few droplets
+       wide are split into droplets; the background is left whole (flooding it would be a third of
+       the detector's time on a large image, and droplets leaking into it through a broken rim are
+       found one level up). Full resolution runs in horizontal strips on all cores.
    ``bright`` / ``dark``
        Fluorescent (or dyed) droplets differ from a flat background by intensity: the background is
        estimated per tile and subtracted, Otsu's threshold separates droplets, and a
@@ -28,9 +31,12 @@ Detection runs in three steps.
    Each point is then placed where the rim's outer flank has climbed a quarter of the way back
    (where hand-drawn outlines put droplet edges) or, for steps, half-way. An outline is accepted
    when enough rays show a clear edge (support), it is regular, and, with the rim model, enough of
-   its edge is a rim. Proposals are fitted best first; once a droplet has a confident outline, the
+   its edge is a rim. Two upper bounds on support and rim fraction (the steepest slope on each
+   ray, then the edge evidence itself) skip the trace for proposals that cannot pass: on a busy
+   image most Hough proposals. Proposals are fitted best first; once a droplet has a confident outline, the
    proposals that repeat it are not fitted. The boundary model (rim, bright or dark) is chosen once
-   per image, on the best proposals.
+   per image, on the best proposals. Under the rim model a bright proposal (a droplet's lens-bright
+   core) is also proposed 1.5 times larger, so the rays reach the rim of small droplets.
 
 3. **One outline per droplet**: non-maximum suppression of overlapping outlines by score, then the
    rules of :func:`sam_droplet.instances.resolve_overlaps` (contact lines between touching
@@ -266,6 +272,10 @@ def _split_regions(
 ) -> tuple[np.ndarray, int]:
     """Label ``mask`` into round pieces: distance transform, local-max seeds, watershed.
 
+    OpenCV's watershed floods in order of the step between neighbouring pixels of the relief, not
+    of its level; on the distance map that cuts where the slope breaks. A level-ordered flood
+    (scikit-image's) scored lower on emulsion_gt (F1 0.720 against 0.748) and took longer.
+
     With ``max_split_side``, only connected pieces of ``mask`` that hold several seeds and fit in a
     box of that side are split; a larger piece stays whole. At full resolution that piece is the
     background between droplets, and flooding it is most of the cost (droplets joined to it
@@ -297,10 +307,13 @@ def _split_regions(
     if split.any():
         todo = split[pieces]
         # Everything else is labelled up front so the flood stays inside the pieces to split; a
-        # one-pixel ring around them is left to the flood, as the rim between droplets is.
+        # one-pixel ring around them is left to the flood, as the rim between droplets is. OpenCV
+        # floods in order of the step between neighbours, so the label outside sits on a step as
+        # high as it gets: it reaches the ring last and never enters the pieces.
         ring = cv2.dilate(todo.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         flood = np.where(todo, markers, 0).astype(np.int32)
         flood[~ring] = n + 1
+        relief = np.where(ring, relief, 0).astype(np.uint8)
         cv2.watershed(cv2.merge([relief, relief, relief]), flood)
         regions = np.where(todo, np.where((flood > 0) & (flood <= n), flood, 0), regions)
     regions[~mask] = 0

@@ -74,3 +74,79 @@ def test_normalize_intensity_maps_percentiles_to_unit_range():
     ramp = np.tile(np.arange(1000, dtype=np.uint16), (10, 1))
     norm = normalize_intensity(ramp)
     assert norm.dtype == np.float32 and norm.min() == 0.0 and norm.max() == 1.0
+
+
+def test_dense_small_droplets():
+    """Droplets under 10 px across, packed: the case where bright cores and rims both matter."""
+    detection, m = score(synthetic.dense_small(shape=(256, 256), seed=3))
+    assert detection.appearance == "rim"
+    assert m.f1 >= 0.95, (m.precision, m.recall)
+
+
+def test_fill_holes_matches_scipy():
+    from scipy import ndimage as ndi
+
+    from sam_droplet.instances import fill_holes
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        mask = rng.random((int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < rng.random()
+        assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+def test_full_resolution_split_leaves_large_pieces_whole():
+    from sam_droplet.detect import _split_regions
+
+    yy, xx = np.mgrid[:300, :400]
+    pair = (np.hypot(xx - 40, yy - 40) < 12) | (np.hypot(xx - 62, yy - 40) < 12)  # two touching disks
+    wide = (xx > 120) & (yy > 100) & ~(np.hypot(xx - 250, yy - 200) < 30)  # a large piece with a hole
+    regions, _ = _split_regions(pair | wide, max_radius=48.0, max_split_side=100)
+    everywhere, _ = _split_regions(pair | wide, max_radius=48.0)
+    # The small piece is split exactly as a flood of the whole image splits it ...
+    assert np.array_equal(regions[pair], everywhere[pair])
+    assert len(np.unique(regions[pair][regions[pair] > 0])) == 2
+    # ... and the large one stays whole.
+    assert len(np.unique(regions[wide])) == 1
+    assert len(np.unique(everywhere[wide])) > 1
+
+
+def test_untraced_proposals_could_not_have_been_accepted(packed):
+    """The bounds that spare the boundary trace never drop an outline the full fit accepts."""
+    from sam_droplet import detect
+
+    params = DetectionParams()
+    norm = normalize_intensity(packed.image)
+    noise = detect._noise_sigma(norm)
+    pyramid = detect._pyramid(norm, 5)
+    rng = np.random.default_rng(1)
+    n = 400
+    props = detect.Proposals(
+        rng.uniform(0, norm.shape[1], n), rng.uniform(0, norm.shape[0], n), rng.uniform(5, 40, n), np.ones(n)
+    )
+    profiles, rho = detect._sample_rays(pyramid, props, 32)
+    profiles = detect._smooth_around(profiles, props.r)
+    full = detect.fit_boundaries(profiles, rho, "rim", noise)
+    pruned = detect.fit_boundaries(profiles, rho, "rim", noise, params.min_fit_support, params.min_rim_fraction)
+    traced = ~np.isnan(pruned[0]).any(axis=1)
+    assert 0 < traced.sum() < n
+    for a, b in zip(full, pruned, strict=True):
+        assert np.array_equal(a[traced], b[traced])
+    _, valid, support, _ = detect._outline_quality(full[0], full[1], noise)
+    rim_fraction = (full[2] & valid).mean(axis=1)
+    accepted = (support >= params.min_fit_support) & (rim_fraction >= params.min_rim_fraction)
+    assert not (accepted & ~traced).any()
+
+
+def test_strips_give_the_proposals_of_the_whole_image():
+    from sam_droplet import detect
+
+    params = DetectionParams()
+    image = synthetic.packed_monolayer(shape=(600, 500), seed=4)
+    norm = normalize_intensity(image.image)
+    rim, _ = detect._rim_map(norm, params.rim_kernel_px | 1, detect._noise_sigma(norm))
+    split = detect._full_resolution_split(48.0)
+    whole = detect._rim_regions(rim, params, 48.0, split)
+    strips = detect.Proposals.concat([job() for job in detect._rim_strip_jobs(rim, params, 48.0, 3)])
+    assert len(strips) == len(whole)
+    key = lambda p: np.sort(np.round(p.cx * 1000 + p.cy, 3))  # noqa: E731
+    assert np.allclose(key(strips), key(whole))
