@@ -200,6 +200,21 @@ def _gmm(values: np.ndarray, iterations: int = 200) -> float:
     return float(grid[crossing[0]]) if crossing.size else t
 
 
+def _raise_low_outliers(values: np.ndarray, fence: float = 6.0) -> np.ndarray:
+    """``values`` with those far below the bulk raised to a fence (median - ``fence`` robust sigmas).
+
+    A droplet cannot be much dimmer than its own background: a corrected mean far below the others
+    is a measurement artefact (a background ring on a burned-in scale bar or a saturated neighbour).
+    Left alone, two such values draw Otsu's split between themselves and every other droplet.
+    Values above are untouched: positives are rare and bright by nature.
+    """
+    median = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - median)))
+    if sigma <= 0:
+        return values
+    return np.maximum(values, median - fence * sigma)
+
+
 def classify_positive(values: np.ndarray, threshold: float | None = None, method: str = "otsu") -> PositiveCall:
     """Call each value positive (above the threshold) or negative.
 
@@ -214,7 +229,8 @@ def classify_positive(values: np.ndarray, threshold: float | None = None, method
     elif values.size < 2 or np.ptp(values) == 0:
         t, used = (float(values.max()) if values.size else 0.0), method
     else:
-        t, used = (_gmm(values) if method == "gmm" else _otsu(values)), method
+        robust = _raise_low_outliers(values)
+        t, used = (_gmm(robust) if method == "gmm" else _otsu(robust)), method
     positive = values > t
     pos, neg = values[positive], values[~positive]
     d = gap = None

@@ -225,3 +225,16 @@ def test_real_ddpcr_pair_and_cells(shared_data, client):
     )
     assert r.status_code == 200, r.get_json()
     print("GY_image occupancy:", json.dumps(r.get_json()["summary"]["occupancy"]))
+
+
+def test_threshold_ignores_droplets_far_below_their_background():
+    """Two droplets measured on a burned-in scale bar (corrected means of -200) must not pull the
+    automatic threshold between themselves and all the others."""
+    from sam_droplet.fluorescence import classify_positive
+
+    rng = np.random.default_rng(0)
+    negatives, positives = rng.normal(5, 3, 600), rng.normal(80, 10, 20)
+    clean = classify_positive(np.concatenate([negatives, positives]))
+    spoiled = classify_positive(np.concatenate([negatives, positives, [-200.0, -160.0]]))
+    assert clean.positive.sum() == spoiled.positive.sum() == 20
+    assert abs(spoiled.threshold - clean.threshold) < 1.0
