@@ -956,13 +956,18 @@ def _rasterize(cx: float, cy: float, radii: np.ndarray, shape: tuple[int, int]) 
     y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, h)
     if x0 >= x1 or y0 >= y1:
         return None
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    dx, dy = xx - cx, yy - cy
-    t = (np.arctan2(dy, dx) % (2 * np.pi)) * (rays / (2 * np.pi))
+    dx = np.arange(x0, x1) - cx
+    dy = np.arange(y0, y1)[:, None] - cy
+    d2 = dx * dx + dy * dy
+    # Inside the shortest radius every pixel is in, beyond the longest none is: only the ring
+    # between them needs its angle (most of a large droplet's crop is not in that ring).
+    mask = d2 < float(radii.min()) ** 2
+    ring_y, ring_x = np.nonzero(~mask & (d2 < reach * reach))
+    t = (np.arctan2(dy[ring_y, 0], dx[ring_x]) % (2 * np.pi)) * (rays / (2 * np.pi))
     k = np.floor(t).astype(int) % rays
     f = t - np.floor(t)
     bound = radii[k] * (1 - f) + radii[(k + 1) % rays] * f
-    mask = dx * dx + dy * dy < bound * bound
+    mask[ring_y, ring_x] = d2[ring_y, ring_x] < bound * bound
     return Instance(x0=x0, y0=y0, mask=mask).tight()
 
 

@@ -150,3 +150,22 @@ def test_strips_give_the_proposals_of_the_whole_image():
     assert len(strips) == len(whole)
     key = lambda p: np.sort(np.round(p.cx * 1000 + p.cy, 3))  # noqa: E731
     assert np.allclose(key(strips), key(whole))
+
+
+def test_rasterize_keeps_pixel_centres_within_the_outline():
+    from sam_droplet.detect import _rasterize
+
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        radii = rng.uniform(2, 120) * (1 + 0.1 * rng.standard_normal(48)).clip(0.5)
+        cx, cy = rng.uniform(-20, 420, 2)
+        inst = _rasterize(cx, cy, radii, (400, 400))
+        yy, xx = np.mgrid[:400, :400]
+        t = (np.arctan2(yy - cy, xx - cx) % (2 * np.pi)) * (48 / (2 * np.pi))
+        k = np.floor(t).astype(int) % 48
+        bound = radii[k] * (1 - (t - np.floor(t))) + radii[(k + 1) % 48] * (t - np.floor(t))
+        expected = (xx - cx) ** 2 + (yy - cy) ** 2 < bound**2
+        got = np.zeros((400, 400), dtype=bool)
+        if inst is not None:
+            got[inst.y0 : inst.y1, inst.x0 : inst.x1] = inst.mask
+        assert np.array_equal(got, expected)
