@@ -260,16 +260,13 @@ def accuracy(
     from .eval import evaluate_folder, summarize_scores
     from .pipeline import Engine, SegmentOptions
 
-    config = Config(segmenter=segmenter, image_cache_mb=0)
-    if checkpoint is not None:
-        config = Config(segmenter=segmenter, model_path=checkpoint, device="auto", image_cache_mb=0)
-    engine = Engine.start(config)
+    model = {"model_path": checkpoint, "device": "auto"} if checkpoint is not None else {}
+    engine = Engine.start(Config(segmenter=segmenter, image_cache_mb=0, **model))
     rows = []
     for name, folder in folders.items():
-        details: list[dict[str, Any]] = []
-        scores = evaluate_folder(folder, engine, SegmentOptions(segmenter=segmenter), details)
+        scores = evaluate_folder(folder, engine, SegmentOptions(segmenter=segmenter))
         if scores:
-            sam = [d.get("sam", {}) for d in details]
+            sam = [s.details.get("sam", {}) for s in scores]
             rows.append(
                 {
                     "set": name,

@@ -238,6 +238,7 @@ def _remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
 
 
 _MARKER_RADII = (1, 2, 3, 5, 8, 12, 18, 27, 40, 60, 90, 135, 200, 300)
+_LEVEL_MAX_RADIUS = 48.0  # interiors wider than this (level px) are left to the next, coarser level
 
 
 def _local_max_markers(
@@ -316,20 +317,20 @@ def _split_regions(
         relief = np.where(ring, relief, 0).astype(np.uint8)
         cv2.watershed(cv2.merge([relief, relief, relief]), flood)
         regions = np.where(todo, np.where((flood > 0) & (flood <= n), flood, 0), regions)
-    regions[~mask] = 0
-    return regions, n
+    return regions, n  # outside ``mask`` lies piece 0, which owns no seed
 
 
-def _region_features(
-    regions: np.ndarray, support_mask: np.ndarray, n: int, min_support: float = 0.0, min_roundness: float = 0.0
+def _round_regions(
+    regions: np.ndarray, support_mask: np.ndarray, n: int, min_support: float, min_roundness: float
 ) -> dict[str, np.ndarray]:
-    """Per-label area, centroid, boundary support and roundness, vectorised over the label image.
+    """Area, centroid, boundary support and roundness of the labels that pass ``min_support`` and
+    ``min_roundness`` (and hold 6 pixels at least), vectorised over the label image.
 
     Boundary support is the fraction of a region's outline (4-neighbour steps leaving the region;
     the image border excluded) that lands on ``support_mask``. Roundness is (inscribed radius +
-    0.5) / equivalent radius, with cuts between regions counting as boundary. Centroids are only
-    computed for labels with at least ``min_support`` and ``min_roundness`` (the others are NaN):
-    most regions of a busy image fail those tests, and centroids cost a pass over their pixels.
+    0.5) / equivalent radius, with cuts between regions counting as boundary. Centroids cost a
+    pass over a region's pixels, so they are computed for the passing regions only: most regions of
+    a busy image fail.
     """
     flat = regions.ravel().astype(np.intp)
     area = np.bincount(flat, minlength=n + 1).astype(np.float64)
@@ -358,16 +359,19 @@ def _region_features(
     np.maximum.at(r_in, flat, dist.ravel())  # 40x faster than ndi.maximum here
     safe = np.maximum(area, 1.0)
     roundness = np.minimum((r_in.astype(np.float64) + 0.5) / np.sqrt(safe / np.pi), 1.0)
-    wanted = (support >= min_support) & (roundness >= min_roundness)
-    wanted[0] = False
-    where = np.flatnonzero(wanted[flat])
-    lab = flat[where]
+    passing = (support >= min_support) & (roundness >= min_roundness) & (area >= 6)
+    passing[0] = False
+    where = np.flatnonzero(passing[flat])
     row, col = np.divmod(where, regions.shape[1])
-    cx = np.full(n + 1, np.nan)
-    cy = np.full(n + 1, np.nan)
-    cx[wanted] = np.bincount(lab, weights=col, minlength=n + 1)[wanted] / safe[wanted]
-    cy[wanted] = np.bincount(lab, weights=row, minlength=n + 1)[wanted] / safe[wanted]
-    return {"area": area, "cx": cx, "cy": cy, "support": support, "roundness": roundness}
+    sx = np.bincount(flat[where], weights=col, minlength=n + 1)
+    sy = np.bincount(flat[where], weights=row, minlength=n + 1)
+    return {
+        "area": area[passing],
+        "cx": sx[passing] / safe[passing],
+        "cy": sy[passing] / safe[passing],
+        "support": support[passing],
+        "roundness": roundness[passing],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,18 +410,10 @@ def _rim_regions(
     regions, n = _split_regions(interior, max_radius=max_radius, max_split_side=max_split_side)
     if n == 0:
         return Proposals.empty()
-    f = _region_features(regions, rim, n, params.min_rim_support, params.min_roundness)
-    keep = (f["support"] >= params.min_rim_support) & (f["roundness"] >= params.min_roundness)
-    keep &= f["area"] >= 6
-    keep[0] = False
-    idx = np.flatnonzero(keep)
+    f = _round_regions(regions, rim, n, params.min_rim_support, params.min_roundness)
     # An interior sits inside its rim: the droplet is about half a kernel larger.
-    return Proposals(
-        cx=f["cx"][idx],
-        cy=f["cy"][idx],
-        r=np.sqrt(f["area"][idx] / np.pi) + 0.5 * (params.rim_kernel_px | 1),
-        score=f["support"][idx] * f["roundness"][idx],
-    )
+    r = np.sqrt(f["area"] / np.pi) + 0.5 * (params.rim_kernel_px | 1)
+    return Proposals(f["cx"], f["cy"], r, f["support"] * f["roundness"])
 
 
 def _full_resolution_split(max_radius: float) -> int:
@@ -464,7 +460,7 @@ def _rim_proposals(norm: np.ndarray, params: DetectionParams, levels: range | No
         if level not in levels:
             continue
         rim, _ = _rim_map(level_img, kernel, _noise_sigma(level_img))
-        max_radius = None if level == n_levels - 1 else 48.0
+        max_radius = None if level == n_levels - 1 else _LEVEL_MAX_RADIUS
         split_side = _full_resolution_split(max_radius) if level == 0 and max_radius else None
         props = _rim_regions(rim, params, max_radius, split_side)
         s = w / level_img.shape[1]
@@ -506,17 +502,8 @@ def _threshold_proposals(norm: np.ndarray, polarity: str, params: DetectionParam
     regions, n = _split_regions(fg)
     if n == 0:
         return Proposals.empty()
-    f = _region_features(regions, ~fg, n, params.min_edge_support, params.min_roundness)
-    keep = (f["support"] >= params.min_edge_support) & (f["roundness"] >= params.min_roundness)
-    keep &= f["area"] >= 6
-    keep[0] = False
-    idx = np.flatnonzero(keep)
-    return Proposals(
-        cx=f["cx"][idx],
-        cy=f["cy"][idx],
-        r=np.sqrt(f["area"][idx] / np.pi),
-        score=np.sqrt(f["support"][idx]) * f["roundness"][idx],
-    )
+    f = _round_regions(regions, ~fg, n, params.min_edge_support, params.min_roundness)
+    return Proposals(f["cx"], f["cy"], np.sqrt(f["area"] / np.pi), np.sqrt(f["support"]) * f["roundness"])
 
 
 def _merge_proposals(props: Proposals) -> Proposals:
@@ -1231,7 +1218,7 @@ def _propose_all(norm: np.ndarray, noise: float, params: DetectionParams) -> dic
         else:
             coarse = pool.submit(_rim_proposals, norm, params, range(1, n_levels))
             rim, _ = _rim_map(norm, params.rim_kernel_px | 1, noise)
-            rim_jobs = [pool.submit(job) for job in _rim_strip_jobs(rim, params, 48.0, strips)] + [coarse]
+            rim_jobs = [pool.submit(job) for job in _rim_strip_jobs(rim, params, _LEVEL_MAX_RADIUS, strips)] + [coarse]
         out = {"rim": Proposals.concat([f.result() for f in rim_jobs])}
         out.update({cue: f.result() for cue, f in others.items()})
     return out

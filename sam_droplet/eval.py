@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +137,14 @@ IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 @dataclass
 class ImageScore:
-    """One image's score."""
+    """One image's score, and the segmentation's details (detector cue, SAM views and prompts)."""
 
     image: str
     match: MatchResult
     seconds: float
     predicted: int
     truth: int
+    details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         m = self.match
@@ -200,11 +201,8 @@ def summarize_scores(scores: list[ImageScore]) -> dict[str, Any]:
     }
 
 
-def evaluate_folder(
-    folder: Path, engine: Any, options: Any, details: list[dict[str, Any]] | None = None
-) -> list[ImageScore]:
-    """Segment and score every labelled image of a folder; each result's ``details`` (detector cue,
-    SAM views and prompts) are appended to ``details`` when given."""
+def evaluate_folder(folder: Path, engine: Any, options: Any) -> list[ImageScore]:
+    """Segment and score every labelled image of a folder."""
     from PIL import Image
 
     from .decode import decode_image
@@ -220,8 +218,6 @@ def evaluate_folder(
         if truth.shape != result.shape:
             raise SystemExit(f"{labels_path}: labels are {truth.shape}, the image is {result.shape}")
         predicted = label_image(result.kept, result.shape)
-        if details is not None:
-            details.append(result.details)
         scores.append(
             ImageScore(
                 image=str(image_path),
@@ -229,6 +225,7 @@ def evaluate_folder(
                 seconds=seconds,
                 predicted=len(result.kept),
                 truth=int(len(np.unique(truth)) - 1),
+                details=result.details,
             )
         )
     return scores
