@@ -95,6 +95,14 @@ class DetectionParams:
         max_fit_irregularity: largest relative spread of the fitted radii (std beyond half a pixel,
             over the mean radius).
         min_rim_fraction: with the rim model, the fraction of rays whose edge must be a rim.
+        min_circle_agreement: fraction of an outline's points that must lie within max(1.5 px, 5 %)
+            of the radius of its best-fitting circle (texture and debris give wobbly outlines).
+        min_partial_score: outlines scoring from this up to ``min_fit_score`` (a droplet partly
+            hidden or out of focus) are accepted when ``partial_circle_agreement`` of their clear
+            edges lie on one circle.
+        partial_circle_agreement: see ``min_partial_score``.
+        nested_droplets: report droplets seen through (inside) a clearly outlined droplet at least
+            twice their size; otherwise only the better-scored of the two is kept.
         n_rays: rays per droplet in the boundary fit.
         max_levels: pyramid levels for the rim cue (None: as many as the image size allows).
         threads: threads for the proposal cues and the boundary fit (0: the CPU count, at most
@@ -112,6 +120,10 @@ class DetectionParams:
     max_fit_irregularity: float = 0.3
     min_fit_score: float = 0.6
     min_rim_fraction: float = 0.45
+    min_circle_agreement: float = 0.6
+    min_partial_score: float = 0.5
+    partial_circle_agreement: float = 0.9
+    nested_droplets: bool = True
     n_rays: int = 48
     max_levels: int | None = None
     threads: int = 0
@@ -259,10 +271,14 @@ def _local_max_markers(
             break
         last = radius == _MARKER_RADII[-1]
         sel = (dist > max(lo, floor)) & ((dist <= hi) | last)
-        if sel.any():
+        bx, by, bw, bh = cv2.boundingRect(sel.view(np.uint8))
+        if bw:
+            # Only the box around the candidates (plus the window) needs the maximum filter.
+            y0, y1 = max(by - radius, 0), min(by + bh + radius, dist.shape[0])
+            x0, x1 = max(bx - radius, 0), min(bx + bw + radius, dist.shape[1])
             size = 2 * radius + 1
-            mx = cv2.dilate(dist, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
-            peak |= sel & (dist >= mx - 1e-3)
+            mx = cv2.dilate(dist[y0:y1, x0:x1], cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
+            peak[y0:y1, x0:x1] |= sel[y0:y1, x0:x1] & (dist[y0:y1, x0:x1] >= mx - 1e-3)
         prev = radius
     n, markers = cv2.connectedComponents(peak.astype(np.uint8), connectivity=8)
     return markers, n - 1
@@ -277,23 +293,30 @@ def _split_regions(
     of its level; on the distance map that cuts where the slope breaks. A level-ordered flood
     (scikit-image's) scored lower on emulsion_gt (F1 0.720 against 0.748) and took longer.
 
-    With ``max_split_side``, only connected pieces of ``mask`` that hold several seeds and fit in a
-    box of that side are split; a larger piece stays whole. At full resolution that piece is the
-    background between droplets, and flooding it is most of the cost (droplets joined to it
-    through a broken rim are seen at the next pyramid level, where the rim is thicker).
+    With ``max_split_side``, only connected pieces of ``mask`` that fit in a box of that side are
+    labelled (split where they hold several seeds); a larger piece is left out. At full
+    resolution that piece is the background between droplets, and seeding and flooding it would
+    be most of the cost (droplets joined to it through a broken rim are seen at the next pyramid
+    level, where the rim is thicker).
     """
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    markers, n = _local_max_markers(dist, max_radius=max_radius)
+    top = float(dist.max()) or 1.0
+    if max_split_side is not None:
+        n_cc, pieces, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+        small = side <= max_split_side
+        small[0] = False
+        markers, n = _local_max_markers(np.where(small[pieces], dist, 0.0).astype(np.float32), max_radius=max_radius)
+    else:
+        markers, n = _local_max_markers(dist, max_radius=max_radius)
     if n == 0:
         return markers, 0
-    top = float(dist.max()) or 1.0
     relief = np.clip(255.0 - dist * (255.0 / top), 0, 255).astype(np.uint8)
     if max_split_side is None:
         regions = markers.astype(np.int32, copy=True)
         cv2.watershed(cv2.merge([relief, relief, relief]), regions)
         regions[(regions < 0) | ~mask] = 0
         return regions, n
-    n_cc, pieces, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     ys, xs = np.nonzero(markers)
     owned = np.unique(pieces[ys, xs].astype(np.int64) * (n + 1) + markers[ys, xs])
     piece_of, seed_of = owned // (n + 1), (owned % (n + 1)).astype(np.int32)
@@ -302,21 +325,25 @@ def _split_regions(
     owner = np.zeros(n_cc, dtype=np.int32)
     owner[piece_of] = seed_of
     regions = owner[pieces]
-    side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    split = (seeds >= 2) & (side <= max_split_side)
-    split[0] = False
+    split = (seeds >= 2) & small
     if split.any():
         todo = split[pieces]
+        # The flood runs in the box around the pieces to split, with a margin of two pixels.
+        bx, by, bw, bh = cv2.boundingRect(todo.view(np.uint8))
+        y0, y1 = max(by - 2, 0), min(by + bh + 2, mask.shape[0])
+        x0, x1 = max(bx - 2, 0), min(bx + bw + 2, mask.shape[1])
+        box = (slice(y0, y1), slice(x0, x1))
+        todo_b = todo[box]
         # Everything else is labelled up front so the flood stays inside the pieces to split; a
         # one-pixel ring around them is left to the flood, as the rim between droplets is. OpenCV
         # floods in order of the step between neighbours, so the label outside sits on a step as
         # high as it gets: it reaches the ring last and never enters the pieces.
-        ring = cv2.dilate(todo.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        flood = np.where(todo, markers, 0).astype(np.int32)
+        ring = cv2.dilate(todo_b.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        flood = np.where(todo_b, markers[box], 0).astype(np.int32)
         flood[~ring] = n + 1
-        relief = np.where(ring, relief, 0).astype(np.uint8)
-        cv2.watershed(cv2.merge([relief, relief, relief]), flood)
-        regions = np.where(todo, np.where((flood > 0) & (flood <= n), flood, 0), regions)
+        relief_b = np.where(ring, relief[box], 0).astype(np.uint8)
+        cv2.watershed(cv2.merge([relief_b, relief_b, relief_b]), flood)
+        regions[box] = np.where(todo_b, np.where((flood > 0) & (flood <= n), flood, 0), regions[box])
     return regions, n  # outside ``mask`` lies piece 0, which owns no seed
 
 
@@ -565,6 +592,7 @@ def propose_droplets(norm: np.ndarray, cue: str, params: DetectionParams) -> Pro
 _SAMPLES = 32  # samples per ray
 _MODEL_SAMPLE = 200  # proposals used to choose the boundary model
 _REACH = 1.6  # rays reach this many proposal radii
+_GROW = 1.4  # a failed proposal is tried again this much larger
 
 
 def _pyramid(norm: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -1038,7 +1066,7 @@ def _fit_outlines(
             ratio = props.r[order] / sure.r[nearest]
             covered = (dist < 0.5 * sure.r[nearest]) & (ratio > 0.5) & (ratio < 2.0)
             order = order[~covered]
-    return _dedupe_outlines(_Outlines.concat(found))
+    return _dedupe_outlines(_Outlines.concat(found), keep_nested=params.nested_droplets)
 
 
 def _proposal_leaders(props: Proposals) -> np.ndarray:
@@ -1083,7 +1111,8 @@ def _fit_refit(
     """Fit proposals; refit from the outline's own centre and size those that moved away from
     their proposal (off-centre, or another size) or fell just short of acceptance, keeping the
     better fit. Rays from the true centre meet the edge square on, so a refit sharpens most fits.
-    Returns the good outlines."""
+    Proposals that found edges on few rays are tried again ``_GROW`` times larger. Returns the
+    good outlines."""
     first = _fit_once(pyramid, props, cue, noise, params)
     moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.1 * props.r) | (
         np.abs(first.r / props.r - 1.0) > 0.15
@@ -1092,6 +1121,14 @@ def _fit_refit(
     idx = np.flatnonzero((moved | (first.score == 0)) & (first.r > 0) & (first.support >= 0.5))
     if idx.size:
         again = Proposals(first.cx[idx], first.cy[idx], first.r[idx], props.score[idx])
+        second = _fit_once(pyramid, again, cue, noise, params)
+        better = second.score > first.score[idx]
+        first = first.replace(idx[better], second.take(np.flatnonzero(better)))
+    # A proposal much smaller than its droplet (a bright core, a piece of interior) sends rays that
+    # end before the edge: where the fit found edges on few rays, try the proposal larger once.
+    idx = np.flatnonzero((first.score == 0) & (first.support < 0.5))
+    if idx.size:
+        again = Proposals(props.cx[idx], props.cy[idx], _GROW * props.r[idx], props.score[idx])
         second = _fit_once(pyramid, again, cue, noise, params)
         better = second.score > first.score[idx]
         first = first.replace(idx[better], second.take(np.flatnonzero(better)))
@@ -1118,6 +1155,7 @@ def _fit_once(
     support = np.zeros(n)
     irregularity = np.zeros(n)
     rim_fraction = np.zeros(n)
+    edge_rays = np.zeros((n, params.n_rays), dtype=bool)
     for rays in np.unique(rays_of):
         idx = np.flatnonzero(rays_of == rays)
         sub = props.take(idx)
@@ -1130,9 +1168,10 @@ def _fit_once(
         rr, valid, support[idx], irregularity[idx] = _outline_quality(rr, strength, noise)
         rim_fraction[idx] = (is_rim & valid).mean(axis=1)
         radii[idx] = _resample_around(rr, params.n_rays)
+        edge_rays[idx] = _resample_around(valid.astype(np.float64), params.n_rays) > 0.5
     score = support * (1.0 - irregularity)
     ok = (support >= params.min_fit_support) & (irregularity <= params.max_fit_irregularity)
-    ok &= score >= params.min_fit_score
+    ok &= score >= min(params.min_fit_score, params.min_partial_score)
     if cue == "rim":
         # A bright-field droplet shows its rim on part of its outline at least; an outline made of
         # steps only is a speck of debris or a patch of background.
@@ -1143,8 +1182,55 @@ def _fit_once(
     # A droplet's centre is the centroid of its outline, not the proposal's.
     cx, cy = xs.mean(axis=1), ys.mean(axis=1)
     r = np.hypot(xs - cx[:, None], ys - cy[:, None]).mean(axis=1)
+    # Droplets are round: a wobbly outline through texture agrees with no circle. A partial outline
+    # (a droplet half hidden, or half out of focus) is accepted when its clear edges lie on one.
+    check = np.flatnonzero(ok)
+    if check.size:
+        agree = _circle_agreement(xs[check], ys[check])
+        partial = score[check] < params.min_fit_score
+        edges_agree = _circle_agreement(xs[check], ys[check], points=edge_rays[check])
+        ok[check] = (agree >= params.min_circle_agreement) & (
+            ~partial | (edges_agree >= params.partial_circle_agreement)
+        )
     score = np.where(ok, score, 0.0)
     return _Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support)
+
+
+def _circle_agreement(
+    xs: np.ndarray, ys: np.ndarray, points: np.ndarray | None = None, iterations: int = 4
+) -> np.ndarray:
+    """Fraction of each outline's points within max(1.5 px, 5 %) of the radius of its best circle.
+
+    Args:
+        xs, ys: (N, rays) outline points in pixels.
+        points: (N, rays) which points to judge (None: all).
+        iterations: fits; each after the first uses the points closest to the previous circle.
+
+    The circle is fitted algebraically (Kasa) and refitted to the 60 % of points closest to it (or
+    all within tolerance), so a droplet partly hidden behind another agrees on its visible arc.
+    """
+    use = np.ones(xs.shape, dtype=bool) if points is None else points
+    w = use.astype(np.float64)
+    for it in range(iterations):
+        sw = np.maximum(w.sum(axis=1), 1e-9)
+        mx, my = (w * xs).sum(axis=1) / sw, (w * ys).sum(axis=1) / sw
+        u, v = xs - mx[:, None], ys - my[:, None]
+        suu, svv, suv = (w * u * u).sum(1), (w * v * v).sum(1), (w * u * v).sum(1)
+        z = u * u + v * v
+        suz, svz = (w * u * z).sum(1), (w * v * z).sum(1)
+        det = np.where(np.abs(suu * svv - suv**2) > 1e-12, suu * svv - suv**2, 1e-12)
+        a = 0.5 * (suz * svv - svz * suv) / det
+        b = 0.5 * (svz * suu - suz * suv) / det
+        rc = np.sqrt(a * a + b * b + (w * z).sum(1) / sw)
+        res = np.abs(np.hypot(u - a[:, None], v - b[:, None]) - rc[:, None])
+        tol = np.maximum(1.5, 0.05 * rc)[:, None]
+        if it < iterations - 1:
+            # The 60th percentile of the residuals of the points in use (np.nanpercentile is slow).
+            ranked = np.sort(np.where(use, res, np.inf), axis=1)
+            k = np.clip(np.ceil(0.6 * use.sum(axis=1)).astype(int) - 1, 0, res.shape[1] - 1)
+            cut = np.take_along_axis(ranked, k[:, None], axis=1)
+            w = (use & (res <= np.maximum(tol, cut))).astype(np.float64)
+    return ((res <= tol) & use).sum(axis=1) / np.maximum(use.sum(axis=1), 1)
 
 
 def _resample_around(radii: np.ndarray, rays: int) -> np.ndarray:
@@ -1173,12 +1259,15 @@ def _circle_overlap(d: np.ndarray, r1: np.ndarray, r2: np.ndarray) -> np.ndarray
     return np.where(apart, 0.0, np.where(inside, np.pi * np.minimum(r1, r2) ** 2, lens))
 
 
-def _dedupe_outlines(out: _Outlines, max_iou: float = 0.3, max_inside: float = 0.6) -> _Outlines:
+def _dedupe_outlines(
+    out: _Outlines, max_iou: float = 0.3, max_inside: float = 0.6, keep_nested: bool = False
+) -> _Outlines:
     """Non-maximum suppression: keep the best outlines that do not repeat or swallow a better one.
 
     An outline goes when it overlaps a better-scored kept one with IoU above ``max_iou``, or when
     more than ``max_inside`` of either lies inside the other (an outline around a group of droplets,
-    or one around part of a droplet). Overlaps are computed on the outlines' equivalent circles.
+    or one around part of a droplet). With ``keep_nested``, a small droplet inside a clear, much
+    larger one is not a clash. Overlaps are computed on the outlines' equivalent circles.
     """
     n = len(out.score)
     if n < 2:
@@ -1190,7 +1279,17 @@ def _dedupe_outlines(out: _Outlines, max_iou: float = 0.3, max_inside: float = 0
     pairs, d, r1, r2 = pairs[d < r1 + r2], d[d < r1 + r2], r1[d < r1 + r2], r2[d < r1 + r2]
     inter = _circle_overlap(d, r1, r2)
     a1, a2 = np.pi * r1**2, np.pi * r2**2
-    clash = (inter / (a1 + a2 - inter) > max_iou) | (inter / np.minimum(a1, a2) > max_inside)
+    inside = inter / np.minimum(a1, a2) > max_inside
+    clash = (inter / (a1 + a2 - inter) > max_iou) | inside
+    if keep_nested:
+        # A droplet seen through one at least twice as large: both stay when the larger is a
+        # confident outline and what lies inside it covers little of it (an outline around a group
+        # of droplets is mostly covered by them).
+        big = np.where(r1 >= r2, pairs[:, 0], pairs[:, 1])
+        small_inside = inside & (np.minimum(r1, r2) < 0.5 * np.maximum(r1, r2))
+        cover = np.bincount(big[small_inside], weights=np.minimum(a1, a2)[small_inside], minlength=n)
+        clear = (cover / (np.pi * out.r**2) < 0.3) & (out.score >= 0.8)
+        clash &= ~(small_inside & clear[big])
     rivals: list[list[int]] = [[] for _ in range(n)]
     for i, j in pairs[clash].tolist():
         rivals[i].append(j)
@@ -1263,12 +1362,13 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
             explained[model] = float(np.count_nonzero(outlines.score >= 0.7))
         # Bright-field rims are the common case. The rim model only accepts outlines that show a
         # rim, and fluorescence or dyed droplets give none at all; so a handful of confident ones
-        # (and a tenth of what a step model finds) means the droplets have rims. Polydisperse
-        # emulsions with out-of-focus droplets give the step models three times as many outlines
-        # as the rim model, so the margin is wide.
+        # (or, on an image of a few droplets, as many as a step model finds), and a tenth of what
+        # a step model finds, means the droplets have rims. Polydisperse emulsions with
+        # out-of-focus droplets give the step models three times as many outlines as the rim
+        # model, so the margin is wide.
         step = max(("bright", "dark"), key=lambda m: explained.get(m, 0.0))
-        rims = explained.get("rim", 0.0)
-        cue = "rim" if rims >= max(5.0, 0.1 * explained.get(step, 0.0)) else step
+        rims, steps = explained.get("rim", 0.0), explained.get(step, 0.0)
+        cue = "rim" if rims > 0 and rims >= min(5.0, steps) and rims >= 0.1 * steps else step
     else:
         cue = models[0]
     timing["choose_model"] = (time.perf_counter() - t0) * 1000
@@ -1298,7 +1398,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
         inst.center = (float(outlines.cx[i]), float(outlines.cy[i]))
         inst.radius = float(outlines.r[i])
         instances.append(inst)
-    instances, report = resolve_overlaps(instances)
+    instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets)
     timing["rasterize"] = (time.perf_counter() - t0) * 1000
     return Detection(
         instances=instances,

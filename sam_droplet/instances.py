@@ -177,6 +177,7 @@ def resolve_overlaps(
     gap_fraction: float = 0.15,
     cluster_fill: float = 0.5,
     min_area: int = 4,
+    keep_nested: bool = False,
 ) -> tuple[list[Instance], ResolveReport]:
     """Make every object count once and give every pixel to at most one droplet.
 
@@ -188,7 +189,8 @@ def resolve_overlaps(
     3. Clusters: a mask that contains two or more other masks covering at least ``cluster_fill`` of
        it is a group of droplets, not one: it goes.
     4. Nested: a mask contained in exactly one larger mask (a cell or a reflection inside a droplet)
-       goes; the container stays.
+       goes; the container stays. With ``keep_nested`` (droplets seen through larger droplets, as
+       the detector reports them) both stay, and the nested one keeps the pixels they share.
     5. Remaining partial overlaps: between two droplets with centre and radius, each shared pixel
        goes to the droplet it is relatively closer to (the contact line of touching disks);
        otherwise to the higher score.
@@ -254,7 +256,7 @@ def resolve_overlaps(
             alive[big] = False
             reasons["cluster"] += 1
     for small, bigs in parents.items():
-        if alive[small] and any(alive[b] for b in bigs):
+        if not keep_nested and alive[small] and any(alive[b] for b in bigs):
             alive[small] = False
             reasons["nested"] += 1
 
@@ -273,7 +275,9 @@ def resolve_overlaps(
         shared = ma & mb
         if not shared.any():
             continue
-        if a.center is not None and b.center is not None and a.radius and b.radius:
+        if keep_nested and (j in parents.get(i, ()) or i in parents.get(j, ())):
+            to_a = np.full(shared.shape, j in parents.get(i, ()))  # the nested one keeps its pixels
+        elif a.center is not None and b.center is not None and a.radius and b.radius:
             yy, xx = np.mgrid[iy0:iy1, ix0:ix1]
             da = np.hypot(xx - a.center[0], yy - a.center[1]) / a.radius
             db = np.hypot(xx - b.center[0], yy - b.center[1]) / b.radius

@@ -351,7 +351,9 @@ class Engine:
         if check:
             check("refinement")
         t0 = time.perf_counter()
-        instances, report = resolve_overlaps(raw)
+        # The detector's proposals may hold droplets seen through larger ones, on purpose; the grid
+        # segmenter's nested masks are cells and reflections.
+        instances, report = resolve_overlaps(raw, keep_nested=segmenter != "grid")
         timing["postprocess"] = (time.perf_counter() - t0) * 1000
         details["resolved"] = report.as_dict()
 

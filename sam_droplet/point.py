@@ -55,6 +55,7 @@ def _lenient_params(query: PointQuery) -> DetectionParams:
         min_fit_score=0.3,
         max_fit_irregularity=0.4,
         min_rim_fraction=0.3,
+        min_circle_agreement=0.3,
         threads=1,
     )
 
