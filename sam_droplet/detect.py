@@ -30,17 +30,21 @@ Detection runs in three steps.
    edge), and dynamic programming finds the strongest closed, smooth path through those scores.
    Each point is then placed where the rim's outer flank has climbed a quarter of the way back
    (where hand-drawn outlines put droplet edges) or, for steps, half-way. An outline is accepted
-   when enough rays show a clear edge (support), it is regular, and, with the rim model, enough of
-   its edge is a rim. Two upper bounds on support and rim fraction (the steepest slope on each
-   ray, then the edge evidence itself) skip the trace for proposals that cannot pass: on a busy
-   image most Hough proposals. Proposals are fitted best first; once a droplet has a confident outline, the
-   proposals that repeat it are not fitted. The boundary model (rim, bright or dark) is chosen once
+   when enough rays show a clear edge (support), it is regular, most of it lies on one circle
+   (texture traced into a blob does not), and, with the rim model, enough of its edge is a rim. An
+   outline with fewer clear edges (a droplet half hidden or half out of focus) is accepted when
+   those edges lie on one circle. Two upper bounds on support and rim fraction (the steepest slope
+   on each ray, then the edge evidence itself) skip the trace for proposals that cannot pass: on a
+   busy image most Hough proposals. Proposals are fitted best first; once a droplet has a
+   confident outline, the proposals that repeat it are not fitted. The boundary model (rim, bright or dark) is chosen once
    per image, on the best proposals. Under the rim model a bright proposal (a droplet's lens-bright
-   core) is also proposed 1.5 times larger, so the rays reach the rim of small droplets.
+   core) is also proposed 1.5 times larger, so the rays reach the rim of small droplets; and a
+   proposal that found edges on few rays is tried again 1.4 times larger.
 
 3. **One outline per droplet**: non-maximum suppression of overlapping outlines by score, then the
    rules of :func:`sam_droplet.instances.resolve_overlaps` (contact lines between touching
-   droplets, gaps between packed droplets, clusters, nested objects).
+   droplets, gaps between packed droplets, clusters, nested objects). A small droplet seen through
+   a clearly outlined one at least twice its size is kept with it (``nested_droplets``).
 
 All intensities here are a normalised copy used only to find droplets; measurements use the
 original pixels (:mod:`sam_droplet.measure`).
