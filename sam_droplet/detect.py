@@ -36,10 +36,10 @@ Detection runs in three steps.
    those edges lie on one circle. Two upper bounds on support and rim fraction (the steepest slope
    on each ray, then the edge evidence itself) skip the trace for proposals that cannot pass: on a
    busy image most Hough proposals. Proposals are fitted best first; once a droplet has a
-   confident outline, the proposals that repeat it are not fitted. The boundary model (rim, bright or dark) is chosen once
-   per image, on the best proposals. Under the rim model a bright proposal (a droplet's lens-bright
-   core) is also proposed 1.5 times larger, so the rays reach the rim of small droplets; and a
-   proposal that found edges on few rays is tried again 1.4 times larger.
+   confident outline, the proposals that repeat it are not fitted. The boundary model (rim, bright
+   or dark) is chosen once per image, on the best proposals. Under the rim model a bright proposal
+   (a droplet's lens-bright core) is also proposed 1.5 times larger, so the rays reach the rim of
+   small droplets; and a proposal that found edges on few rays is tried again 1.4 times larger.
 
 3. **One outline per droplet**: non-maximum suppression of overlapping outlines by score, then the
    rules of :func:`sam_droplet.instances.resolve_overlaps` (contact lines between touching
@@ -310,7 +310,7 @@ def _split_regions(
         side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
         small = side <= max_split_side
         small[0] = False
-        markers, n = _local_max_markers(np.where(small[pieces], dist, 0.0).astype(np.float32), max_radius=max_radius)
+        markers, n = _local_max_markers(np.where(small[pieces], dist, np.float32(0)), max_radius=max_radius)
     else:
         markers, n = _local_max_markers(dist, max_radius=max_radius)
     if n == 0:
@@ -332,22 +332,16 @@ def _split_regions(
     split = (seeds >= 2) & small
     if split.any():
         todo = split[pieces]
-        # The flood runs in the box around the pieces to split, with a margin of two pixels.
-        bx, by, bw, bh = cv2.boundingRect(todo.view(np.uint8))
-        y0, y1 = max(by - 2, 0), min(by + bh + 2, mask.shape[0])
-        x0, x1 = max(bx - 2, 0), min(bx + bw + 2, mask.shape[1])
-        box = (slice(y0, y1), slice(x0, x1))
-        todo_b = todo[box]
         # Everything else is labelled up front so the flood stays inside the pieces to split; a
         # one-pixel ring around them is left to the flood, as the rim between droplets is. OpenCV
         # floods in order of the step between neighbours, so the label outside sits on a step as
         # high as it gets: it reaches the ring last and never enters the pieces.
-        ring = cv2.dilate(todo_b.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        flood = np.where(todo_b, markers[box], 0).astype(np.int32)
+        ring = cv2.dilate(todo.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        flood = np.where(todo, markers, 0).astype(np.int32)
         flood[~ring] = n + 1
-        relief_b = np.where(ring, relief[box], 0).astype(np.uint8)
-        cv2.watershed(cv2.merge([relief_b, relief_b, relief_b]), flood)
-        regions[box] = np.where(todo_b, np.where((flood > 0) & (flood <= n), flood, 0), regions[box])
+        relief = np.where(ring, relief, 0).astype(np.uint8)
+        cv2.watershed(cv2.merge([relief, relief, relief]), flood)
+        regions = np.where(todo, np.where((flood > 0) & (flood <= n), flood, 0), regions)
     return regions, n  # outside ``mask`` lies piece 0, which owns no seed
 
 
@@ -1090,16 +1084,20 @@ def _proposal_leaders(props: Proposals) -> np.ndarray:
     return np.asarray(leaders, dtype=np.int64)
 
 
+def _workers(params: DetectionParams) -> int:
+    """Threads for the proposal cues and the fit: ``params.threads``, or the CPU count up to 4."""
+    return max(params.threads or min(os.cpu_count() or 1, 4), 1)
+
+
 def _pool(params: DetectionParams) -> ThreadPoolExecutor:
-    workers = params.threads or min(os.cpu_count() or 1, 4)
-    return ThreadPoolExecutor(max_workers=max(workers, 1))
+    return ThreadPoolExecutor(max_workers=_workers(params))
 
 
 def _fit_parallel(
     pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
 ) -> _Outlines:
     """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
-    workers = params.threads or min(os.cpu_count() or 1, 4)
+    workers = _workers(params)
     # Threads pay off on large batches only: small numpy arrays hold the interpreter lock.
     if workers <= 1 or len(props) < 512:
         return _fit_refit(pyramid, props, cue, noise, params)
@@ -1117,25 +1115,26 @@ def _fit_refit(
     better fit. Rays from the true centre meet the edge square on, so a refit sharpens most fits.
     Proposals that found edges on few rays are tried again ``_GROW`` times larger. Returns the
     good outlines."""
+
+    def retry(first: _Outlines, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> _Outlines:
+        """Fit the rows ``idx`` again from (cx, cy, r); keep whichever fit scores higher."""
+        if not idx.size:
+            return first
+        second = _fit_once(pyramid, Proposals(cx, cy, r, props.score[idx]), cue, noise, params)
+        better = second.score > first.score[idx]
+        return first.replace(idx[better], second.take(np.flatnonzero(better)))
+
     first = _fit_once(pyramid, props, cue, noise, params)
     moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.1 * props.r) | (
         np.abs(first.r / props.r - 1.0) > 0.15
     )
     # Refit only outlines worth it: edges found on half the rays at least.
     idx = np.flatnonzero((moved | (first.score == 0)) & (first.r > 0) & (first.support >= 0.5))
-    if idx.size:
-        again = Proposals(first.cx[idx], first.cy[idx], first.r[idx], props.score[idx])
-        second = _fit_once(pyramid, again, cue, noise, params)
-        better = second.score > first.score[idx]
-        first = first.replace(idx[better], second.take(np.flatnonzero(better)))
+    first = retry(first, idx, first.cx[idx], first.cy[idx], first.r[idx])
     # A proposal much smaller than its droplet (a bright core, a piece of interior) sends rays that
     # end before the edge: where the fit found edges on few rays, try the proposal larger once.
     idx = np.flatnonzero((first.score == 0) & (first.support < 0.5))
-    if idx.size:
-        again = Proposals(props.cx[idx], props.cy[idx], _GROW * props.r[idx], props.score[idx])
-        second = _fit_once(pyramid, again, cue, noise, params)
-        better = second.score > first.score[idx]
-        first = first.replace(idx[better], second.take(np.flatnonzero(better)))
+    first = retry(first, idx, props.cx[idx], props.cy[idx], _GROW * props.r[idx])
     ok = first.score > 0
     ok &= 2 * first.r >= params.min_diameter_px
     if params.max_diameter_px is not None:
@@ -1190,12 +1189,11 @@ def _fit_once(
     # (a droplet half hidden, or half out of focus) is accepted when its clear edges lie on one.
     check = np.flatnonzero(ok)
     if check.size:
-        agree = _circle_agreement(xs[check], ys[check])
-        partial = score[check] < params.min_fit_score
-        edges_agree = _circle_agreement(xs[check], ys[check], points=edge_rays[check])
-        ok[check] = (agree >= params.min_circle_agreement) & (
-            ~partial | (edges_agree >= params.partial_circle_agreement)
-        )
+        ok[check] = _circle_agreement(xs[check], ys[check]) >= params.min_circle_agreement
+    partial = np.flatnonzero(ok & (score < params.min_fit_score))
+    if partial.size:
+        edges = _circle_agreement(xs[partial], ys[partial], points=edge_rays[partial])
+        ok[partial] = edges >= params.partial_circle_agreement
     score = np.where(ok, score, 0.0)
     return _Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support)
 
@@ -1311,7 +1309,7 @@ def _propose_all(norm: np.ndarray, noise: float, params: DetectionParams) -> dic
     The rim cue at full resolution is the longest single job: it is split into strips so the
     cores share it with the other cues.
     """
-    workers = params.threads or min(os.cpu_count() or 1, 4)
+    workers = _workers(params)
     n_levels = _rim_levels(norm.shape, params)
     strips = min(workers, max(1, norm.size // 1_500_000)) if n_levels > 1 else 1
     with _pool(params) as pool:

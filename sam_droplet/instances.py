@@ -275,8 +275,9 @@ def resolve_overlaps(
         shared = ma & mb
         if not shared.any():
             continue
-        if keep_nested and (j in parents.get(i, ()) or i in parents.get(j, ())):
-            to_a = np.full(shared.shape, j in parents.get(i, ()))  # the nested one keeps its pixels
+        i_nested, j_nested = j in parents.get(i, ()), i in parents.get(j, ())
+        if keep_nested and (i_nested or j_nested):
+            to_a = np.full(shared.shape, i_nested)  # the nested one keeps its pixels
         elif a.center is not None and b.center is not None and a.radius and b.radius:
             yy, xx = np.mgrid[iy0:iy1, ix0:ix1]
             da = np.hypot(xx - a.center[0], yy - a.center[1]) / a.radius
