@@ -673,16 +673,15 @@ def _crossing(profile: np.ndarray, level: np.ndarray, start: np.ndarray, directi
     s = profile.shape[-1]
     j = np.arange(s)
     hit = profile >= level[..., None] if above else profile <= level[..., None]
-    # argmax of booleans finds the first True, several times faster than a masked min.
     if direction > 0:
         hit &= j > start[..., None]
-        ok = hit.any(axis=-1)
-        first = np.where(ok, hit.argmax(axis=-1), s)
+        first = _first_true(hit)
+        ok = first < s
         prev = np.clip(first - 1, 0, s - 1)
     else:
         hit &= j < start[..., None]
-        ok = hit.any(axis=-1)
-        first = np.where(ok, s - 1 - hit[..., ::-1].argmax(axis=-1), -1)
+        first = s - 1 - _first_true(hit[..., ::-1])
+        ok = first >= 0
         prev = np.clip(first + 1, 0, s - 1)
     first_c = np.clip(first, 0, s - 1)
     a = np.take_along_axis(profile, prev[..., None], -1)[..., 0]
@@ -690,6 +689,12 @@ def _crossing(profile: np.ndarray, level: np.ndarray, start: np.ndarray, directi
     frac = np.where(np.abs(b - a) > 1e-9, (level - a) / (b - a + 1e-12), 0.5)
     pos = prev + direction * np.clip(frac, 0.0, 1.0)
     return np.where(ok, pos, np.nan)
+
+
+def _first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True along the last axis, its length where there is none (argmax of
+    booleans: several times faster than a masked minimum)."""
+    return np.where(mask.any(axis=-1), mask.argmax(axis=-1), mask.shape[-1])
 
 
 def _shift(x: np.ndarray, k: int) -> np.ndarray:
@@ -802,7 +807,7 @@ def _edge_strength_group(
     floor = _along(np.where(usable, p, _INF), cv2.REDUCE_MIN)[..., None]
     below = usable & (p <= level_in - 0.5 * (level_in - floor)) & (level_in - floor >= min_contrast)
     j = np.arange(s)[None, None, :]
-    first = _along(np.where(below, j, np.float32(s)), cv2.REDUCE_MIN)[..., None]
+    first = _first_true(below)[..., None]
     rim = np.where(j <= first + 2 * w, rim, 0.0)
     # A fall is a step (not the way into a rim) when the profile stays down over ``far`` samples
     # that the ray still covers; a rim recovers within a few pixels.
