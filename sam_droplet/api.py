@@ -295,7 +295,12 @@ def defaults() -> Response:
             "filters": DEFAULT_FILTERS,
             "filter_keys": {k: {"type": kind, "description": desc} for k, (kind, desc) in FILTER_KEYS.items()},
             "presets": {
-                name: {"description": p.description, "filters": p.filters, "appearance": p.appearance}
+                name: {
+                    "description": p.description,
+                    "filters": p.filters,
+                    "appearance": p.appearance,
+                    "nested_droplets": p.nested_droplets,
+                }
                 for name, p in PRESETS.items()
             },
             "segmenters": eng.available_segmenters,

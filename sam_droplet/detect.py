@@ -106,7 +106,9 @@ class DetectionParams:
             edges lie on one circle.
         partial_circle_agreement: see ``min_partial_score``.
         nested_droplets: report droplets seen through (inside) a clearly outlined droplet at least
-            twice their size; otherwise only the better-scored of the two is kept.
+            twice their size (polydisperse emulsions). Without it, what lies inside a droplet is its
+            content (cells, beads; a monolayer has no droplets behind droplets) and only the
+            droplet is reported.
         n_rays: rays per droplet in the boundary fit.
         max_levels: pyramid levels for the rim cue (None: as many as the image size allows).
         threads: threads for the proposal cues and the boundary fit (0: the CPU count, at most
@@ -1296,8 +1298,12 @@ def _dedupe_outlines(
 
     An outline goes when it overlaps a better-scored kept one with IoU above ``max_iou``, or when
     more than ``max_inside`` of either lies inside the other (an outline around a group of droplets,
-    or one around part of a droplet). With ``keep_nested``, a small droplet inside a clear, much
-    larger one is not a clash. Overlaps are computed on the outlines' equivalent circles.
+    or one around part of a droplet). A small outline inside one at least twice as large is either a
+    droplet seen through it or its content (a cell, a bead): with ``keep_nested``, both stay when
+    the larger is a clear outline; without it, the larger wins whatever the scores (a speck's small
+    round outline easily scores higher than its droplet's). Either way the larger must not be mostly
+    covered by what lies inside it (then it is an outline around a group of droplets). Overlaps are
+    computed on the outlines' equivalent circles.
     """
     n = len(out.score)
     if n < 2:
@@ -1311,23 +1317,29 @@ def _dedupe_outlines(
     a1, a2 = np.pi * r1**2, np.pi * r2**2
     inside = inter / np.minimum(a1, a2) > max_inside
     clash = (inter / (a1 + a2 - inter) > max_iou) | inside
+    big = np.where(r1 >= r2, pairs[:, 0], pairs[:, 1])
+    small = np.where(r1 >= r2, pairs[:, 1], pairs[:, 0])
+    small_inside = inside & (np.minimum(r1, r2) < 0.5 * np.maximum(r1, r2))
+    cover = np.bincount(big[small_inside], weights=np.minimum(a1, a2)[small_inside], minlength=n)
+    container = cover / (np.pi * out.r**2) < 0.3
+    # Pairs where only the larger outline can remove the smaller (its content).
+    one_way = np.zeros(len(pairs), dtype=bool)
     if keep_nested:
-        # A droplet seen through one at least twice as large: both stay when the larger is a
-        # confident outline and what lies inside it covers little of it (an outline around a group
-        # of droplets is mostly covered by them).
-        big = np.where(r1 >= r2, pairs[:, 0], pairs[:, 1])
-        small_inside = inside & (np.minimum(r1, r2) < 0.5 * np.maximum(r1, r2))
-        cover = np.bincount(big[small_inside], weights=np.minimum(a1, a2)[small_inside], minlength=n)
-        clear = (cover / (np.pi * out.r**2) < 0.3) & (out.score >= 0.8)
-        clash &= ~(small_inside & clear[big])
+        clash &= ~(small_inside & (container & (out.score >= 0.8))[big])
+    else:
+        one_way = clash & small_inside & container[big]
     rivals: list[list[int]] = [[] for _ in range(n)]
-    for i, j in pairs[clash].tolist():
+    for i, j in pairs[clash & ~one_way].tolist():
         rivals[i].append(j)
         rivals[j].append(i)
+    for b, s in zip(big[one_way].tolist(), small[one_way].tolist(), strict=True):
+        rivals[s].append(b)
     kept = np.zeros(n, dtype=bool)
     for i in np.argsort(-out.score, kind="stable").tolist():
         if not any(kept[j] for j in rivals[i]):
             kept[i] = True
+    # Content kept before its (lower-scored) container was reached goes now.
+    kept[small[one_way][kept[big[one_way]]]] = False
     return out.take(np.flatnonzero(kept))
 
 

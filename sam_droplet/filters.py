@@ -76,11 +76,20 @@ class FilterSpec:
 
 @dataclass(frozen=True)
 class Preset:
-    """Named filters (and a detection hint) for a kind of sample."""
+    """Named filters (and detection hints) for a kind of sample.
+
+    Attributes:
+        description: one line for the page and ``/defaults``.
+        filters: the filter spec (see ``FILTER_KEYS``).
+        appearance: detector cue (auto, rim, bright, dark).
+        nested_droplets: report droplets seen through larger droplets; False makes what lies inside
+            a droplet its content (cells, beads), not a droplet of its own.
+    """
 
     description: str
     filters: dict[str, Any]
     appearance: str = "auto"
+    nested_droplets: bool = True
 
 
 PRESETS: dict[str, Preset] = {
@@ -95,6 +104,11 @@ PRESETS: dict[str, Preset] = {
     "polydisperse": Preset(
         "Polydisperse emulsions: whole round droplets of any size; no outlier removal, a wide distribution is real.",
         {**DEFAULT_FILTERS, "circularity_min": 0.7},
+    ),
+    "droplets_with_contents": Preset(
+        "Droplets carrying cells or beads: what lies inside a droplet is its content, not a droplet of its own.",
+        dict(DEFAULT_FILTERS),
+        nested_droplets=False,
     ),
     "bright_droplets": Preset(
         "Droplets brighter than the background (fluorescence, dark-field).",

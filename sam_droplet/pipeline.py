@@ -304,6 +304,7 @@ class Engine:
         segmenter = self.resolve_segmenter(options.segmenter)
         spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
         appearance = options.appearance or PRESETS[preset].appearance
+        nested = PRESETS[preset].nested_droplets
         timing: dict[str, float] = {}
         details: dict[str, Any] = {}
         cached = self.image_cache.put(CachedImage(image))
@@ -320,7 +321,8 @@ class Engine:
             details["grid"] = grid_stats.as_dict()
         else:
             detection = detect_droplets(
-                image.gray, DetectionParams(appearance=appearance, threads=self.config.torch_threads)
+                image.gray,
+                DetectionParams(appearance=appearance, nested_droplets=nested, threads=self.config.torch_threads),
             )
             timing["detect"] = (time.perf_counter() - t0) * 1000
             if check:
@@ -351,9 +353,10 @@ class Engine:
         if check:
             check("refinement")
         t0 = time.perf_counter()
-        # The detector's proposals may hold droplets seen through larger ones, on purpose; the grid
-        # segmenter's nested masks are cells and reflections.
-        instances, report = resolve_overlaps(raw, keep_nested=segmenter != "grid")
+        # The detector's proposals may hold droplets seen through larger ones, on purpose (unless the
+        # preset says droplets carry contents); the grid segmenter's nested masks are cells and
+        # reflections.
+        instances, report = resolve_overlaps(raw, keep_nested=nested and segmenter != "grid")
         timing["postprocess"] = (time.perf_counter() - t0) * 1000
         details["resolved"] = report.as_dict()
 

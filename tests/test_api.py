@@ -133,6 +133,33 @@ def test_filters_and_presets_change_the_result(client, packed_png):
     assert everything["num_droplets"] >= base["num_droplets"] and not everything["removed"]
 
 
+def test_contents_preset_reports_the_droplets_not_what_they_carry(client):
+    """Droplets each carrying a small round object (a bead or a cell with an outline like a small
+    droplet's): the default reports both, as droplets seen through droplets; the
+    droplets_with_contents preset reports the droplets only."""
+    from sam_droplet import synthetic
+
+    rng = np.random.default_rng(2)
+    shape = (360, 480)
+    droplets = np.array([[120.0, 120.0], [330.0, 130.0], [130.0, 260.0], [340.0, 260.0]])
+    inside = droplets + np.array([[20.0, -15.0]])
+    centers = np.concatenate([droplets, inside])
+    radii = np.array([60.0, 55.0, 58.0, 62.0, 8.0, 7.0, 9.0, 8.0])
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    synthetic._render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    image = synthetic._finish(canvas, shape, 0.1, 0.02, False, np.uint8, rng)
+    png = png_bytes(image)
+
+    default = post_file(client, png, preset="polydisperse").get_json()
+    contents = post_file(client, png, preset="droplets_with_contents").get_json()
+    sizes = sorted(round(d["equivalent_diameter_px"]) for d in contents["droplets"])
+    assert len(sizes) == 4 and min(sizes) > 100, sizes
+    assert default["num_droplets"] == 8, [d["equivalent_diameter_px"] for d in default["droplets"]]
+    presets = client.get("/defaults").get_json()["presets"]
+    assert presets["droplets_with_contents"]["nested_droplets"] is False
+    assert presets["default"]["nested_droplets"] is True
+
+
 @pytest.mark.parametrize("fmt", ["csv", "labels", "overlay", "coco"])
 def test_formats(client, packed_png, fmt):
     r = post_file(client, packed_png, format=fmt)

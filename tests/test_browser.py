@@ -165,6 +165,16 @@ def test_workbench(page, server, odd):
     page.screenshot(path=ARTIFACTS / "04_filtered.png")
     page.fill("#f-diameter-max", "")
     expect(page.locator("#count")).to_have_text(str(n))
+    # A preset with the same detection hints refilters in the page too; one with other hints
+    # (droplets carrying contents) segments the image again, and back.
+    page.select_option("#preset", "polydisperse")
+    assert [u for u in requests_seen if "/segment" in u] == before
+    for name in ("droplets_with_contents", "default"):
+        with page.expect_response(lambda r: r.url.endswith("/segment_file")):
+            page.select_option("#preset", name)
+        page.wait_for_selector("li.job.done", timeout=120_000)
+    expect(page.locator("#count")).to_have_text(str(n))
+    assert len([u for u in requests_seen if "/segment_file" in u]) == len(before) + 2
 
     # Sort the table by diameter, select a row: the droplet is highlighted.
     page.click("#droplet-table thead button:has-text('d (px)')")

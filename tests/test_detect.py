@@ -214,6 +214,36 @@ def test_droplets_seen_through_a_larger_one_are_kept():
     assert detection.appearance == "rim"  # four droplets with rims: as many as a step model explains
     assert (m.tp, m.fp, m.fn) == (4, 0, 0), (m.tp, m.fp, m.fn)
     assert np.abs(m.diameter_rel_error).max() <= 0.05
-    # Without nesting, each small droplet inside competes with the large one: one of them goes.
+    # Without nesting, what lies inside the large droplet is its content: only the two droplets
+    # that are not inside another stay.
     _, alone = score(image, DetectionParams(nested_droplets=False))
-    assert alone.tp < 4
+    assert (alone.tp, alone.fn) == (2, 2), (alone.tp, alone.fp, alone.fn)
+    assert set(alone.pairs[:, 0].tolist()) == {1, 4}  # the large droplet and the one beside it
+
+
+def _outlines(circles: list[tuple[float, float, float, float]]):
+    """Fitted outlines of perfect circles (cx, cy, r, score), as the boundary fit returns them."""
+    from sam_droplet.detect import _Outlines
+
+    c = np.array(circles, dtype=float)
+    z = np.zeros(len(c))
+    return _Outlines(c[:, 0], c[:, 1], np.repeat(c[:, 2:3], 48, axis=1), c[:, 0], c[:, 1], c[:, 2], c[:, 3], z, z)
+
+
+def test_content_inside_a_droplet_does_not_remove_the_droplet():
+    """A bead's small round outline scores higher than its droplet's (0.7 here, under the 0.8 a
+    clear outline needs to keep droplets seen through it): without nesting the droplet wins."""
+    from sam_droplet.detect import _dedupe_outlines
+
+    droplet, bead, neighbour = (100, 100, 45, 0.7), (90, 110, 5, 1.0), (200, 100, 45, 0.9)
+    kept = _dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=False)
+    assert sorted(kept.r.tolist()) == [45, 45]
+    # With nesting (emulsions), the better-scored of the two stays unless the droplet is clear.
+    kept = _dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=True)
+    assert sorted(kept.r.tolist()) == [5, 45]
+    kept = _dedupe_outlines(_outlines([(*droplet[:3], 0.85), bead, neighbour]), keep_nested=True)
+    assert sorted(kept.r.tolist()) == [5, 45, 45]
+    # An outline around a group of droplets is not their container: the droplets win.
+    group = [(100, 100, 45, 0.6), (80, 90, 20, 0.9), (120, 110, 20, 0.9)]
+    kept = _dedupe_outlines(_outlines(group), keep_nested=False)
+    assert sorted(kept.r.tolist()) == [20, 20]

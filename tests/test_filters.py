@@ -116,6 +116,7 @@ def test_presets():
     spec, _ = resolve_filters({"circularity_min": 0.9}, "packed_monolayer", calibrated=False)
     assert spec.circularity_min == 0.9 and spec.outliers == "iqr"  # user values win over the preset
     assert PRESETS["bright_droplets"].appearance == "bright"
+    assert PRESETS["default"].nested_droplets and not PRESETS["droplets_with_contents"].nested_droplets
     assert resolve_filters(None, "default", False)[0].as_dict()["circularity_min"] == DEFAULT_FILTERS["circularity_min"]
     with pytest.raises(InvalidOptions, match="unknown preset"):
         resolve_filters(None, "shiny", calibrated=False)

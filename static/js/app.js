@@ -166,6 +166,23 @@ function setPreset(name) {
   readFilters();
 }
 
+// A preset's detection hints (the detector's cue, nested droplets) act when an image is segmented;
+// its filters act in the page. Results made under other hints are segmented again on a change.
+function detectionHints(name) {
+  const p = state.defaults && state.defaults.presets[name];
+  return p ? `${p.appearance}/${p.nested_droplets}` : "";
+}
+
+function presetChanged() {
+  const name = $("preset").value;
+  setPreset(name);
+  for (const job of state.jobs) {
+    if (!job.result) continue;
+    if (job.hints !== undefined && job.hints !== detectionHints(name)) requeue(job);
+    else recompute(job);
+  }
+}
+
 // The filter controls as a filter spec in px (what the API's `filters` accepts).
 function readFilters() {
   const num = (id) => { const v = $(id).value.trim(); return v === "" || !(Number(v) >= 0) ? null : Number(v); };
@@ -291,6 +308,7 @@ function segment(job) {
     if (job.flFile) form.append("fluorescence", job.flFile, job.flFile.name);
     form.append("segmenter", $("segmenter").value);
     form.append("preset", $("preset").value);
+    job.hints = detectionHints($("preset").value);
     form.append("filters", JSON.stringify(filtersForServer()));
     if (umPerPx()) form.append("um_per_px", String(umPerPx()));
     if (job.flFile) {
@@ -958,7 +976,7 @@ $("um-per-px").addEventListener("change", () => calibrationChanged(lastFilters |
 for (const id of ["f-diameter-min", "f-diameter-max", "f-circularity-min", "f-edge-distance", "f-outliers", "f-outlier-factor", "f-exclude-edge"]) {
   $(id).addEventListener("input", () => { readFilters(); for (const job of state.jobs) if (job.result) recompute(job); });
 }
-$("preset").addEventListener("change", () => { setPreset($("preset").value); for (const job of state.jobs) if (job.result) recompute(job); });
+$("preset").addEventListener("change", presetChanged);
 $("show-removed").addEventListener("change", () => state.current && render());
 $("colour-by").addEventListener("change", () => state.current && renderLayers(state.current));
 $("fit").addEventListener("click", () => viewer.fit());
