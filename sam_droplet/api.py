@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import asdict
 from pathlib import PurePath
 from typing import Any
 
@@ -294,15 +295,7 @@ def defaults() -> Response:
         {
             "filters": DEFAULT_FILTERS,
             "filter_keys": {k: {"type": kind, "description": desc} for k, (kind, desc) in FILTER_KEYS.items()},
-            "presets": {
-                name: {
-                    "description": p.description,
-                    "filters": p.filters,
-                    "appearance": p.appearance,
-                    "nested_droplets": p.nested_droplets,
-                }
-                for name, p in PRESETS.items()
-            },
+            "presets": {name: asdict(p) for name, p in PRESETS.items()},
             "segmenters": eng.available_segmenters,
             "default_segmenter": eng.default_segmenter,
             "appearances": ["auto", "rim", "bright", "dark"],

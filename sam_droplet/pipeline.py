@@ -304,7 +304,7 @@ class Engine:
         segmenter = self.resolve_segmenter(options.segmenter)
         spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
         appearance = options.appearance or PRESETS[preset].appearance
-        nested = PRESETS[preset].nested_droplets
+        nested = PRESETS[preset].nested_droplets  # droplets seen through droplets, or contents
         timing: dict[str, float] = {}
         details: dict[str, Any] = {}
         cached = self.image_cache.put(CachedImage(image))
