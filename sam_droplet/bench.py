@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .throughput import ThroughputResult, as_dict, measure_throughput, render_throughput
+
 __all__ = ["main", "original_pipeline"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,6 +308,13 @@ def _machine() -> dict[str, str]:
     }
 
 
+def _describe_machine(m: dict[str, str]) -> str:
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu']}; "
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads)."
+    )
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
         return "-"
@@ -328,8 +337,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Regenerate with `{report['command']}` (about {report['minutes']:.0f} minutes on the machine below).",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, GPU: {m['gpu']}; "
-        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads). Date: {report['date']}.",
+        f"Machine: {_describe_machine(m)} Date: {report['date']}.",
         "",
         f"Checkpoint: {report['checkpoint']}",
         "",
@@ -423,6 +431,10 @@ def render(report: dict[str, Any]) -> str:
                 for r in report["tiling"]
             ],
         )
+    if report.get("throughput"):
+        lines += render_throughput(
+            ThroughputResult(**{k: v for k, v in report["throughput"].items() if k != "cpu_ceiling"})
+        )
     return "\n".join(lines)
 
 
@@ -443,6 +455,13 @@ def default_images(tmp: Path) -> list[Path]:
     return out
 
 
+def throughput_images(tmp: Path) -> list[Path]:
+    """The 1024x1024 ddPCR images when present (the GPU target's images), else a generated one."""
+    found = [SHARED / f"samples/ddpcr_original/ddPCR_{k}_0.png" for k in (0, 1)]
+    found = [p for p in found if p.is_file()]
+    return found or default_images(tmp)[:1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sam_droplet.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*", type=Path, help="images (default: generated and team images)")
@@ -457,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-accuracy", action="store_true", help="skip the accuracy evaluation")
     parser.add_argument("--write", type=Path, help="write the Markdown report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per (image, mode)")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the warm sam-mode throughput run")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only the warm sam-mode throughput run (default images: the 1024x1024 ddPCR images)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes at once")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput: timed passes over the images")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -478,6 +505,18 @@ def main(argv: list[str] | None = None) -> int:
             "architecture. Timings are faithful; SAM's masks are meaningless, so in sam mode they fail "
             "the agreement check and the detector's masks are returned."
         )
+    if args.throughput_only:
+        result = measure_throughput(
+            args.images or throughput_images(tmp), checkpoint, args.workers, args.rounds, args.timeout
+        )
+        lines = [f"Machine: {_describe_machine(_machine())}", "", f"Checkpoint: {described}", ""]
+        text = "\n".join(lines + render_throughput(result))
+        if args.write:
+            args.write.parent.mkdir(parents=True, exist_ok=True)
+            args.write.write_text(text)
+            args.write.with_suffix(".json").write_text(json.dumps(as_dict(result), indent=2))
+        print(text)
+        return 0
     images = args.images or default_images(tmp)
     modes = [m for m in args.modes.split(",") if m]
     speed: list[dict[str, Any]] = []
@@ -523,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         tiled = {k: v for k, v in folders.items() if k == "synthetic dense small"}
         print("tiling in sam mode ...", file=sys.stderr, flush=True)
         report["tiling"] = accuracy(tiled, "sam", checkpoint)
+    if not args.no_throughput:
+        print("sam-mode throughput ...", file=sys.stderr, flush=True)
+        report["throughput"] = as_dict(
+            measure_throughput(throughput_images(tmp), checkpoint, args.workers, args.rounds, args.timeout)
+        )
     report["minutes"] = (time.perf_counter() - started) / 60
     text = render(report)
     if args.write:

@@ -158,6 +158,10 @@ class SamRefiner:
             x = sam.preprocess(x.permute(2, 0, 1).contiguous()[None].float())
             features = sam.image_encoder(x)
             shared = self.decoder.share(features)
+            if features.is_cuda:
+                # CUDA runs asynchronously: wait here, so the encoder's time is not billed to the
+                # first decoder batch (whose .cpu() would wait for it).
+                torch.cuda.synchronize(features.device)
         return _Encoded(view=view, features=features, shared=shared, scale=new_w / w)
 
     # -- decoder ---------------------------------------------------------------------------------
