@@ -231,27 +231,10 @@ def decoder_costs(
 
 
 def synthetic_sets(folder: Path) -> dict[str, Path]:
-    """Write the synthetic evaluation sets (images and exact labels) into ``folder``."""
-    import cv2
+    """Write the synthetic evaluation sets (seeds 1 and 2, images and exact labels) into ``folder``."""
+    from .synthetic import write_sets
 
-    from . import synthetic
-
-    sets = {
-        "synthetic packed": [synthetic.packed_monolayer(seed=s) for s in (1, 2)],
-        "synthetic sparse": [synthetic.sparse_emulsion(seed=s) for s in (1, 2)],
-        "synthetic fluorescent": [synthetic.fluorescent_disks(seed=s) for s in (1, 2)],
-        "synthetic dense small": [synthetic.dense_small(seed=s) for s in (1, 2)],
-    }
-    out = {}
-    for name, images in sets.items():
-        sub = folder / name.replace(" ", "_")
-        sub.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image
-            cv2.imwrite(str(sub / f"{i}.png"), pixels)
-            cv2.imwrite(str(sub / f"{i}_labels.png"), img.labels)
-        out[name] = sub
-    return out
+    return {f"synthetic {kind.replace('_', ' ')}": sub for kind, sub in write_sets(folder, (1, 2)).items()}
 
 
 def accuracy(

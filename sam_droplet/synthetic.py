@@ -12,7 +12,11 @@ ground truth the detector and the evaluator score against.
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +29,7 @@ __all__ = [
     "odd_droplet",
     "packed_monolayer",
     "sparse_emulsion",
+    "write_sets",
 ]
 
 
@@ -398,3 +403,76 @@ def fluorescence_pair(
             )
     fl += rng.normal(0, 40, shape).astype(np.float32)
     return FluorescencePair(bf, np.clip(fl, 0, 65535).astype(np.uint16), positive, objects)
+
+
+def _evaluation_sets() -> dict[str, Callable[..., SyntheticImage]]:
+    """The generators scored by the evaluator and the benchmark, by set name."""
+    return {
+        "packed": packed_monolayer,
+        "sparse": sparse_emulsion,
+        "fluorescent": fluorescent_disks,
+        "dense_small": dense_small,
+    }
+
+
+def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write evaluation sets the evaluator reads: ``<folder>/<kind>/<seed>.png`` and ``<seed>_labels.png``.
+
+    Args:
+        folder: where to write (created).
+        seeds: random seeds; one image per seed and kind.
+        kinds: set names (default: all of ``packed``, ``sparse``, ``fluorescent``, ``dense_small``).
+
+    Returns:
+        The folder of each kind.
+    """
+    import cv2
+
+    generators = _evaluation_sets()
+    kinds = list(kinds) if kinds is not None else list(generators)
+    unknown = sorted(set(kinds) - set(generators))
+    if unknown:
+        raise ValueError(f"unknown synthetic sets {unknown}; choose from {sorted(generators)}")
+    seeds = list(seeds)
+    out = {}
+    for kind in kinds:
+        sub = Path(folder) / kind
+        sub.mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            img = generators[kind](seed=seed)
+            pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image  # OpenCV writes BGR
+            cv2.imwrite(str(sub / f"{seed}.png"), pixels)
+            cv2.imwrite(str(sub / f"{seed}_labels.png"), img.labels)
+        out[kind] = sub
+    return out
+
+
+def _seeds(text: str) -> list[int]:
+    """``1,2,5`` or ``2-13`` (inclusive) or a mix."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sam_droplet.synthetic",
+        description="Write synthetic evaluation sets (images and exact labels) for python -m sam_droplet.eval.",
+    )
+    parser.add_argument("folder", type=Path, help="output folder; one subfolder per set")
+    parser.add_argument("--seeds", type=_seeds, default=[1, 2], help="e.g. 1,2 or 2-13 (default 1,2)")
+    parser.add_argument("--kinds", default=",".join(_evaluation_sets()), help="comma-separated set names")
+    args = parser.parse_args(argv)
+    try:
+        written = write_sets(args.folder, args.seeds, [k for k in args.kinds.split(",") if k])
+    except ValueError as exc:
+        parser.error(str(exc))
+    for sub in written.values():
+        print(f"{sub}  ({len(args.seeds)} images)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

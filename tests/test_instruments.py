@@ -4,6 +4,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from sam_droplet import synthetic
 from sam_droplet.bench import original_pipeline, render
@@ -106,3 +107,23 @@ def test_throughput_workers_start_together_and_report_every_stage(tmp_path, rand
     text = "\n".join(render_throughput(result))
     assert "## Sam mode throughput" in text and f"| {result.images_per_second:.2f} | 4 |" in text
     assert as_dict(result)["cpu_ceiling"] == result.cpu_ceiling
+
+
+def test_synthetic_sets_cli_feeds_the_evaluator(tmp_path, capsys):
+    from sam_droplet.synthetic import main as synthetic_main
+
+    assert synthetic_main([str(tmp_path), "--seeds", "3-4", "--kinds", "fluorescent,sparse"]) == 0
+    assert sorted(p.name for p in (tmp_path / "fluorescent").iterdir()) == [
+        "3.png",
+        "3_labels.png",
+        "4.png",
+        "4_labels.png",
+    ]
+    capsys.readouterr()
+    report = tmp_path / "report.json"
+    assert eval_main([str(tmp_path / "fluorescent"), str(tmp_path / "sparse"), "--json", str(report)]) == 0
+    total = json.loads(report.read_text())["total"]
+    assert total["images"] == 4 and total["f1"] >= 0.97
+    with pytest.raises(SystemExit):
+        synthetic_main([str(tmp_path), "--kinds", "nonsense"])
+    assert "unknown synthetic sets ['nonsense']" in capsys.readouterr().err
