@@ -31,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .throughput import ThroughputResult, as_dict, measure_throughput, render_throughput
+from .throughput import ThroughputResult, measure_throughput, render_throughput
 
 __all__ = ["main", "original_pipeline"]
 
@@ -415,9 +416,7 @@ def render(report: dict[str, Any]) -> str:
             ],
         )
     if report.get("throughput"):
-        lines += render_throughput(
-            ThroughputResult(**{k: v for k, v in report["throughput"].items() if k != "cpu_ceiling"})
-        )
+        lines += render_throughput(ThroughputResult(**report["throughput"]))
     return "\n".join(lines)
 
 
@@ -493,13 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             args.images or throughput_images(tmp), checkpoint, args.workers, args.rounds, args.timeout
         )
         lines = [f"Machine: {_describe_machine(_machine())}", "", f"Checkpoint: {described}", ""]
-        text = "\n".join(lines + render_throughput(result))
-        if args.write:
-            args.write.parent.mkdir(parents=True, exist_ok=True)
-            args.write.write_text(text)
-            args.write.with_suffix(".json").write_text(json.dumps(as_dict(result), indent=2))
-        print(text)
-        return 0
+        return _publish("\n".join(lines + render_throughput(result)), asdict(result), args.write)
     images = args.images or default_images(tmp)
     modes = [m for m in args.modes.split(",") if m]
     speed: list[dict[str, Any]] = []
@@ -547,15 +540,19 @@ def main(argv: list[str] | None = None) -> int:
         report["tiling"] = accuracy(tiled, "sam", checkpoint)
     if not args.no_throughput:
         print("sam-mode throughput ...", file=sys.stderr, flush=True)
-        report["throughput"] = as_dict(
+        report["throughput"] = asdict(
             measure_throughput(throughput_images(tmp), checkpoint, args.workers, args.rounds, args.timeout)
         )
     report["minutes"] = (time.perf_counter() - started) / 60
-    text = render(report)
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text)
-        (args.write.with_suffix(".json")).write_text(json.dumps(report, indent=2, default=str))
+    return _publish(render(report), report, args.write)
+
+
+def _publish(text: str, data: dict[str, Any], path: Path | None) -> int:
+    """Print the Markdown report; with ``path``, write it there and the data beside it as JSON."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.with_suffix(".json").write_text(json.dumps(data, indent=2, default=str))
     print(text)
     return 0
 

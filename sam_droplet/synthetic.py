@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "EVALUATION_SETS",
     "FluorescencePair",
     "SyntheticImage",
     "dense_small",
@@ -405,14 +406,13 @@ def fluorescence_pair(
     return FluorescencePair(bf, np.clip(fl, 0, 65535).astype(np.uint16), positive, objects)
 
 
-def _evaluation_sets() -> dict[str, Callable[..., SyntheticImage]]:
-    """The generators scored by the evaluator and the benchmark, by set name."""
-    return {
-        "packed": packed_monolayer,
-        "sparse": sparse_emulsion,
-        "fluorescent": fluorescent_disks,
-        "dense_small": dense_small,
-    }
+# The generators scored by the evaluator and the benchmark, by set name.
+EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
+    "packed": packed_monolayer,
+    "sparse": sparse_emulsion,
+    "fluorescent": fluorescent_disks,
+    "dense_small": dense_small,
+}
 
 
 def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None = None) -> dict[str, Path]:
@@ -428,18 +428,17 @@ def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None =
     """
     import cv2
 
-    generators = _evaluation_sets()
-    kinds = list(kinds) if kinds is not None else list(generators)
-    unknown = sorted(set(kinds) - set(generators))
+    kinds = list(kinds) if kinds is not None else list(EVALUATION_SETS)
+    unknown = sorted(set(kinds) - set(EVALUATION_SETS))
     if unknown:
-        raise ValueError(f"unknown synthetic sets {unknown}; choose from {sorted(generators)}")
+        raise ValueError(f"unknown synthetic sets {unknown}; choose from {sorted(EVALUATION_SETS)}")
     seeds = list(seeds)
     out = {}
     for kind in kinds:
         sub = Path(folder) / kind
         sub.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
-            img = generators[kind](seed=seed)
+            img = EVALUATION_SETS[kind](seed=seed)
             pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image  # OpenCV writes BGR
             cv2.imwrite(str(sub / f"{seed}.png"), pixels)
             cv2.imwrite(str(sub / f"{seed}_labels.png"), img.labels)
@@ -463,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="output folder; one subfolder per set")
     parser.add_argument("--seeds", type=_seeds, default=[1, 2], help="e.g. 1,2 or 2-13 (default 1,2)")
-    parser.add_argument("--kinds", default=",".join(_evaluation_sets()), help="comma-separated set names")
+    parser.add_argument("--kinds", default=",".join(EVALUATION_SETS), help="comma-separated set names")
     args = parser.parse_args(argv)
     try:
         written = write_sets(args.folder, args.seeds, [k for k in args.kinds.split(",") if k])

@@ -25,13 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ThroughputResult", "as_dict", "measure_throughput", "render_throughput", "run_worker"]
+__all__ = ["ThroughputResult", "measure_throughput", "render_throughput", "run_worker"]
 
 # Pipeline stages (Engine timing keys) and how the report names them.
 STAGES = {
@@ -62,6 +62,8 @@ class ThroughputResult:
         images_per_second: ``segmented / seconds``.
         latency_ms: mean wall time of one image within a worker.
         cpu_seconds_per_image: process CPU time (all threads) per image, averaged over workers.
+        cpu_ceiling: the measuring machine's cores / ``cpu_seconds_per_image``: the images per
+            second its cores allow, whatever the GPU does.
         stages_ms: mean milliseconds per image of each pipeline stage.
         droplets: droplets found per image (from the last pass).
         prompts: SAM prompts per image (from the last pass).
@@ -78,14 +80,10 @@ class ThroughputResult:
     images_per_second: float
     latency_ms: float
     cpu_seconds_per_image: float
+    cpu_ceiling: float
     stages_ms: dict[str, float]
     droplets: list[int]
     prompts: list[int]
-
-    @property
-    def cpu_ceiling(self) -> float:
-        """Images per second this machine's cores allow, whatever the GPU does."""
-        return (os.cpu_count() or 1) / self.cpu_seconds_per_image if self.cpu_seconds_per_image else float("inf")
 
 
 def _cpu_seconds() -> float:
@@ -134,7 +132,7 @@ def run_worker(images: list[Path], checkpoint: Path, rounds: int, threads: int, 
             latencies.append((time.perf_counter() - t0) * 1000)
             stages.append(timing)
             droplets.append(len(result.kept))
-            prompts.append(int(result.summary().get("sam", {}).get("prompts", 0)))
+            prompts.append(int(result.details.get("sam", {}).get("prompts", 0)))
     end, cpu = time.time(), _cpu_seconds() - cpu0
     device = model.device
     if device.type == "cuda":
@@ -188,6 +186,7 @@ def measure_throughput(
                 raise RuntimeError(f"throughput worker failed:\n{stderr[-2000:]}")
             outs.append(json.loads(stdout.strip().splitlines()[-1]))
     segmented = sum(o["segmented"] for o in outs)
+    cpu_per_image = sum(o["cpu_seconds"] for o in outs) / segmented
     seconds = max(o["end"] for o in outs) - min(o["start"] for o in outs)
     stages = [s for o in outs for s in o["stages"]]
     stages_ms = {name: float(np.mean([s.get(key, 0.0) for s in stages])) for key, name in STAGES.items()}
@@ -202,7 +201,8 @@ def measure_throughput(
         seconds=seconds,
         images_per_second=segmented / seconds if seconds > 0 else float("inf"),
         latency_ms=float(np.mean([v for o in outs for v in o["latency_ms"]])),
-        cpu_seconds_per_image=sum(o["cpu_seconds"] for o in outs) / segmented,
+        cpu_seconds_per_image=cpu_per_image,
+        cpu_ceiling=(os.cpu_count() or 1) / cpu_per_image if cpu_per_image else float("inf"),
         stages_ms={k: v for k, v in stages_ms.items() if v > 0},
         droplets=outs[0]["droplets"],
         prompts=outs[0]["prompts"],
@@ -234,11 +234,6 @@ def render_throughput(result: ThroughputResult) -> list[str]:
         "busy wait for the GPU, so there it understates what the cores allow).",
         "",
     ]
-
-
-def as_dict(result: ThroughputResult) -> dict[str, Any]:
-    """The result with its derived ceiling, for JSON reports."""
-    return {**asdict(result), "cpu_ceiling": result.cpu_ceiling}
 
 
 def _main(argv: list[str] | None = None) -> int:

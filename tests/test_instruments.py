@@ -1,6 +1,7 @@
 """The evaluator and the benchmark, on small generated data (their full runs are commands)."""
 
 import json
+from dataclasses import asdict
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ from sam_droplet import synthetic
 from sam_droplet.bench import original_pipeline, render
 from sam_droplet.eval import main as eval_main
 from sam_droplet.eval import match_instances, pairs_in
-from sam_droplet.throughput import as_dict, measure_throughput, render_throughput
+from sam_droplet.throughput import measure_throughput, render_throughput
 
 
 def test_match_instances_rules():
@@ -106,7 +107,7 @@ def test_throughput_workers_start_together_and_report_every_stage(tmp_path, rand
     assert result.seconds < 3 * result.latency_ms / 1000
     text = "\n".join(render_throughput(result))
     assert "## Sam mode throughput" in text and f"| {result.images_per_second:.2f} | 4 |" in text
-    assert as_dict(result)["cpu_ceiling"] == result.cpu_ceiling
+    assert asdict(result)["cpu_ceiling"] == result.cpu_ceiling
 
 
 def test_synthetic_sets_cli_feeds_the_evaluator(tmp_path, capsys):
