@@ -24,8 +24,6 @@ RUN pip install torch torchvision --index-url https://download.pytorch.org/whl/c
 
 COPY pyproject.toml README.md app.py waitress_config.py gunicorn.conf.py uwsgi.ini ./
 COPY sam_droplet ./sam_droplet
-COPY templates ./templates
-COPY static ./static
 COPY model/README.md ./model/README.md
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sam \

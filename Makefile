@@ -1,11 +1,13 @@
 # Two commands for a fresh machine:
-#   make run    set up .venv and start the server on http://localhost:9487
-#   make test   set up .venv and run the linter and the test suite
+#   make run       set up .venv and start the server on http://localhost:9487
+#   make test      set up .venv, run the linter and the fast tests (units and API on generated images)
+#   make test-all  the same plus the system tier: real servers, nginx, redis, the browser, fuzzing,
+#                  SAM with random weights (what CI runs)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-dev run test lint clean
+.PHONY: setup setup-dev run test test-all lint clean
 
 $(VENV)/.server: requirements_server.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,10 @@ lint: setup-dev
 	$(VENV)/bin/ruff check .
 
 test: setup-dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not system"
+
+test-all: setup-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

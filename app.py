@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from sam_droplet.errors import ConfigError, StartupError
-from sam_droplet.factory import create_app
+from sam_droplet.web import create_app
 
 try:
     app = create_app()
@@ -19,5 +19,5 @@ except (ConfigError, StartupError) as exc:
     raise SystemExit(2) from None
 
 if __name__ == "__main__":
-    cfg = app.config["SAM_DROPLET"]
-    app.run(host=cfg.host, port=cfg.port, debug=cfg.debug, use_reloader=False)
+    server = app.extensions["sam_droplet"].config.server
+    app.run(host=server.host, port=server.port, debug=server.debug, use_reloader=False)

@@ -11,10 +11,10 @@ import sys
 
 from app import app
 from sam_droplet.errors import ConfigError
-from sam_droplet.waitress_server import serve, settings_from_env
+from sam_droplet.web.waitress_server import serve, settings_from_env
 
 try:
-    settings = settings_from_env(app.config["SAM_DROPLET"])
+    settings = settings_from_env(app.extensions["sam_droplet"].config.server)
 except ConfigError as exc:
     print(f"sam-droplet: cannot start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -1,8 +1,8 @@
-"""Errors the pipeline raises for input it cannot accept.
+"""Errors the library raises for input it cannot accept or work it cannot do.
 
-Each error carries a stable machine-readable ``code`` and a message written for the person who sent
-the input. They know nothing of HTTP: the blueprint (:mod:`sam_droplet.api`) maps each class to a
-status code, and the CLI prints the message.
+Each :class:`DropletError` carries a stable machine-readable ``code`` and a message written for the
+person who sent the input. They know nothing of HTTP: the web layer maps each class to a status
+code (:mod:`sam_droplet.web.errors`), and the command line prints the message.
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
-    "DeadlineExceeded",
     "DropletError",
     "ImageTooLarge",
     "InvalidImage",
     "InvalidOptions",
-    "NotCached",
     "NotReady",
-    "Overloaded",
+    "OutOfMemory",
     "StartupError",
-    "Unauthorized",
     "UnsupportedImageType",
 ]
 
@@ -55,7 +52,7 @@ class ImageTooLarge(DropletError):
 
 
 class InvalidOptions(DropletError):
-    """A request option (filters, preset, segmenter, calibration, format) is wrong."""
+    """An option (filters, preset, segmenter, calibration, format) is wrong."""
 
     code = "invalid_options"
 
@@ -66,33 +63,10 @@ class NotReady(DropletError):
     code = "not_ready"
 
 
-class NotCached(DropletError):
-    """The image named by its SHA-256 is no longer in this process's cache: send the image again."""
+class OutOfMemory(DropletError):
+    """The device ran out of memory for this image; its memory was freed, so the next one starts clean."""
 
-    code = "image_not_cached"
-
-
-class Unauthorized(DropletError):
-    """No valid API key where one is required."""
-
-    code = "unauthorized"
-
-
-class Overloaded(DropletError):
-    """Too many segmentations waiting, a slot did not free in time, or the GPU ran out of memory;
-    ``retry_after_s`` says when to try again."""
-
-    code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after_s: int = 5, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details=details)
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(DropletError):
-    """A segmentation ran past REQUEST_TIMEOUT_S and was stopped."""
-
-    code = "deadline_exceeded"
+    code = "out_of_memory"
 
 
 class ConfigError(Exception):
@@ -100,4 +74,4 @@ class ConfigError(Exception):
 
 
 class StartupError(Exception):
-    """The service cannot start as configured (for example SEGMENTER=sam without a checkpoint)."""
+    """The engine or service cannot start as configured (for example SEGMENTER=sam without a checkpoint)."""

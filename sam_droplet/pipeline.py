@@ -1,50 +1,65 @@
-"""The segmentation pipeline: decode, detect, refine with SAM, resolve, measure, filter.
+"""The droplet pipeline: read, detect, refine with SAM, resolve, measure, filter.
 
-:class:`Engine` is built once per process at startup (:meth:`Engine.start`) and holds what a
-request must not rebuild: the configuration and the loaded SAM model. Requests never mutate it;
-everything a request computes lives in its own :class:`SegmentationResult`.
+:func:`segment` is the one call that segments an image (an array, a path or a file's bytes), as
+Cellpose's ``model.eval(img)`` does; :func:`load_model` loads SAM once into a reusable
+:class:`Engine`. Every entry point goes through :func:`segment`: the web API, the command line, the
+evaluator, the benchmark and the throughput instrument.
+
+An :class:`Engine` holds what a segmentation must not rebuild: its settings and the loaded SAM
+model. It knows nothing of the web: callers may pass ``check`` (called between stages and SAM
+batches; it may raise to stop the work, as a request's deadline does) and ``on_encoding`` (each
+SAM encoding, for a cache of the caller's).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .admission import Admission, Deadline
-from .config import SEGMENTERS, Config
-from .decode import DecodedImage
-from .detect import APPEARANCES, DetectionParams, detect_droplets
-from .errors import InvalidOptions, NotReady, Overloaded, StartupError
-from .filters import PRESETS, FilterSpec, apply_filters, resolve_filters
-from .fluorescence import THRESHOLD_METHODS
-from .image_cache import CachedImage, ImageCache
-from .instances import resolve_overlaps
-from .measure import Droplet, measure_droplets, summarize
-from .model import CheckpointError, LoadedModel, load_sam
-from .point import PointQuery, detect_at_point
+from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
+from .engine.filters import PRESETS, apply_filters, resolve_filters
+from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence
+from .engine.instances import resolve_overlaps
+from .engine.measure import Droplet, measure_droplets
+from .engine.point import PointQuery, detect_at_point
+from .errors import InvalidOptions, NotReady, OutOfMemory, StartupError
+from .io.read import ImageData, ImageSource, read_image
+from .result import Result
+from .sam.model import CheckpointError, LoadedModel, load_sam
+from .settings import SEGMENTERS, EngineSettings
 
-__all__ = ["Engine", "PointResult", "SegmentOptions", "SegmentationResult"]
+__all__ = [
+    "Engine",
+    "ImageContext",
+    "PointResult",
+    "SegmentOptions",
+    "load_model",
+    "segment",
+]
 
 log = logging.getLogger(__name__)
+
+Check = Callable[[str], None]
+OnEncoding = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """What a request asks for (already parsed from HTTP or the command line).
+    """What one segmentation asks for.
 
     Attributes:
-        segmenter: auto, sam, classical or grid; None for the service default.
-        filters: user filters (a JSON object), merged over the preset's.
-        preset: a name from :data:`sam_droplet.filters.PRESETS`; None for ``default``.
+        segmenter: auto, sam, classical or grid; None for the engine's default.
+        filters: filters (a JSON-like object), merged over the preset's.
+        preset: a name from :data:`sam_droplet.engine.filters.PRESETS`; None for ``default``.
         um_per_px: calibration in micrometres per pixel; None when uncalibrated.
         appearance: detector hint (auto, rim, bright, dark); None takes the preset's.
         fluorescence_threshold: positive above this background-corrected mean fluorescence; None
@@ -64,20 +79,18 @@ class SegmentOptions:
 
     def validate(self) -> None:
         """Raise :class:`InvalidOptions` for values outside what each option accepts."""
-        if self.segmenter is not None and self.segmenter not in SEGMENTERS:
-            raise InvalidOptions(f"unknown segmenter {self.segmenter!r}; accepted: {', '.join(SEGMENTERS)}")
+        for name, value, accepted in (
+            ("segmenter", self.segmenter, SEGMENTERS),
+            ("appearance", self.appearance, APPEARANCES),
+            ("preset", self.preset, tuple(PRESETS)),
+            ("threshold_method", self.threshold_method, THRESHOLD_METHODS),
+        ):
+            if value is not None and value not in accepted:
+                raise InvalidOptions(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
         if self.um_per_px is not None:
             value = self.um_per_px
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise InvalidOptions(f"um_per_px must be a positive number (micrometres per pixel), got {value!r}")
-        if self.appearance is not None and self.appearance not in APPEARANCES:
-            raise InvalidOptions(f"unknown appearance {self.appearance!r}; accepted: {', '.join(APPEARANCES)}")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise InvalidOptions(f"unknown preset {self.preset!r}; accepted: {', '.join(PRESETS)}")
-        if self.threshold_method not in THRESHOLD_METHODS:
-            raise InvalidOptions(
-                f"unknown threshold_method {self.threshold_method!r}; accepted: {', '.join(THRESHOLD_METHODS)}"
-            )
         for name in ("fluorescence_threshold", "spot_diameter_px"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
@@ -86,63 +99,83 @@ class SegmentOptions:
             raise InvalidOptions(f"spot_diameter_px must be from 1 to 200 pixels, got {self.spot_diameter_px!r}")
 
 
+OPTION_NAMES = tuple(f.name for f in fields(SegmentOptions))
+
+
 @dataclass
-class SegmentationResult:
-    """Everything one segmentation produced.
+class ImageContext:
+    """What a later point query needs to know of a segmented image (:meth:`Engine.segment_from_point`).
 
     Attributes:
-        image: the decoded input.
-        segmenter: the segmenter that ran (auto resolved).
-        droplets: all droplets, ``removed_reason`` set on those a filter removed.
-        filters: the filters applied; ``preset`` the preset they came from.
-        um_per_px: calibration, or None.
-        timing_ms: milliseconds per stage.
-        details: per-stage facts (detector cue, SAM prompts and fallbacks, overlap resolution).
+        image: the image.
+        encodings: SAM encoder outputs by view, added as they are computed.
+        appearance: the detector cue the segmentation used, so a point is detected the same way.
+        diameter_px: median droplet diameter of the segmentation, the scale of a point's search.
+        fluorescence: the fluorescence channel, when one was given.
+        labels: ids of every droplet found (HxW), so an added droplet's background annulus avoids
+            its neighbours as in the segmentation.
+        fl_threshold: the positive threshold the segmentation used.
+        spot_diameter_px: the object size the segmentation counted.
     """
 
-    image: DecodedImage
-    segmenter: str
-    model: dict[str, Any] | None
-    droplets: list[Droplet]
-    filters: FilterSpec
-    preset: str
-    um_per_px: float | None
-    removed_counts: dict[str, int]
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    fluorescence: dict[str, Any] | None = None
+    image: ImageData
+    encodings: dict[Any, Any] = field(default_factory=dict)
+    appearance: str | None = None
+    diameter_px: float | None = None
+    fluorescence: ImageData | None = None
+    labels: np.ndarray | None = None
+    fl_threshold: float | None = None
+    spot_diameter_px: float = 5.0
+
+    def learn(self, result: Result, spot_diameter_px: float = 5.0) -> None:
+        """Take over what ``result`` (a segmentation of this image) found out."""
+        detector = result.details.get("detector", {})
+        self.appearance = detector.get("appearance", self.appearance)
+        self.diameter_px = detector.get("median_diameter_px", self.diameter_px)
+        if result.fluorescence_image is not None and result.fluorescence_summary is not None:
+            self.fluorescence = result.fluorescence_image
+            self.labels = result.all_labels
+            self.fl_threshold = result.fluorescence_summary["fluorescence"]["call"]["threshold"]
+            self.spot_diameter_px = spot_diameter_px
 
     @property
-    def kept(self) -> list[Droplet]:
-        return [d for d in self.droplets if d.removed_reason is None]
+    def nbytes(self) -> int:
+        """Memory held: pixels, their gray and 8-bit copies, the fluorescence channel, labels, encodings."""
+        img = self.image
+        total = _nbytes(img.pixels) + img.height * img.width * (4 + 3)  # + gray float32 + rgb8
+        if self.fluorescence is not None and self.fluorescence is not img:
+            total += _nbytes(self.fluorescence.pixels) + img.height * img.width * 4
+        total += _nbytes(self.labels)
+        return total + sum(_nbytes(e) for e in self.encodings.values())
 
-    @property
-    def removed(self) -> list[Droplet]:
-        return [d for d in self.droplets if d.removed_reason is not None]
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.image.height, self.image.width)
-
-    def summary(self) -> dict[str, Any]:
-        out = summarize(self.kept, self.shape, self.um_per_px, self.removed_counts)
-        out["timing_ms"] = {k: round(v, 1) for k, v in self.timing_ms.items()}
-        out.update(self.details)
-        if self.fluorescence is not None:
-            out.update(self.fluorescence)
-        return out
+def _nbytes(obj: Any) -> int:
+    """Bytes held by arrays and tensors in ``obj`` (a dataclass, mapping, sequence or array)."""
+    if obj is None:
+        return 0
+    if hasattr(obj, "element_size") and hasattr(obj, "nelement"):  # torch.Tensor
+        return int(obj.element_size() * obj.nelement())
+    if hasattr(obj, "nbytes"):  # numpy.ndarray
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(obj, name)) for name in obj.__dataclass_fields__)
+    return 0
 
 
 @dataclass
 class PointResult:
-    """The droplet found at a point (:meth:`Engine.droplet_at`).
+    """The droplet found at a point (:meth:`Engine.segment_from_point`).
 
     Attributes:
         droplet: the droplet, measured (its id is 1; the client numbers it), or None when none is there.
         segmenter: classical or sam.
         verdict: ``sam`` when SAM's mask was used, ``detector`` for the classical detection, or why
             SAM's mask was not used; ``none`` when nothing was found.
-        timing_ms: milliseconds per stage.
+        timing_ms: milliseconds per stage (``encode`` only when SAM had to encode the view).
     """
 
     droplet: Droplet | None
@@ -152,120 +185,113 @@ class PointResult:
 
 
 class Engine:
-    """The per-process segmentation service: configuration plus the loaded model (if any).
+    """Settings plus the loaded SAM model (if any): what segments images, reusable and thread-safe.
+
+    Start one with :func:`load_model` or :meth:`start`; segment with :func:`segment` or
+    :meth:`segment`.
 
     Attributes:
-        config: the settings it was started with.
+        settings: the settings it was started with.
         model: the loaded SAM model, or None.
         status: ``ok``, or ``degraded`` when SEGMENTER=auto fell back to classical.
         status_reason: why it is degraded.
-        image_cache: recent images and their SAM embeddings, for :meth:`droplet_at`.
     """
 
     def __init__(
-        self, config: Config, model: LoadedModel | None = None, status: str = "ok", status_reason: str | None = None
+        self,
+        settings: EngineSettings | None = None,
+        model: LoadedModel | None = None,
+        status: str = "ok",
+        status_reason: str | None = None,
     ):
-        self.config = config
+        self.settings = settings or EngineSettings(segmenter="classical")
         self.model = model
         self.status = status
         self.status_reason = status_reason
-        self.started = time.time()
-        # The model runs one image at a time; Admission bounds how many segmentations run and wait.
+        # SAM runs one image at a time; callers bound how many segmentations run and wait.
         self._model_lock = threading.Lock()
-        self.admission = Admission(config.max_concurrent, config.max_queue, config.request_timeout_s)
-        self.image_cache = ImageCache(config.image_cache_mb)
 
     @classmethod
-    def start(cls, config: Config) -> Engine:
-        """Build the engine and load the model as SEGMENTER asks.
+    def start(cls, settings: EngineSettings) -> Engine:
+        """Build the engine and load the model as ``settings.segmenter`` asks.
 
         ``classical`` loads nothing; ``sam`` and ``grid`` need the checkpoint and raise
-        :class:`StartupError` without it; ``auto`` loads it when it can and otherwise serves with the
-        classical segmenter, reporting ``degraded``.
+        :class:`StartupError` without it; ``auto`` loads it when it can and otherwise runs with
+        the classical segmenter, reporting ``degraded``.
         """
-        if config.segmenter == "classical":
-            return cls(config)
+        if settings.segmenter == "classical":
+            return cls(settings)
         try:
-            model = load_sam(config.model_path, config.model_type, config.device, config.torch_threads)
+            model = load_sam(settings.model_path, settings.model_type, settings.device, settings.torch_threads)
         except CheckpointError as exc:
-            if config.segmenter in ("sam", "grid"):
-                raise StartupError(f"SEGMENTER={config.segmenter} needs SAM: {exc}") from None
+            if settings.segmenter in ("sam", "grid"):
+                raise StartupError(f"SEGMENTER={settings.segmenter} needs SAM: {exc}") from None
             log.warning("SAM not loaded, serving with the classical segmenter: %s", exc)
-            return cls(config, status="degraded", status_reason=str(exc))
-        return cls(config, model=model)
+            return cls(settings, status="degraded", status_reason=str(exc))
+        return cls(settings, model=model)
 
     @property
     def default_segmenter(self) -> str:
-        if self.config.segmenter == "auto":
+        if self.settings.segmenter == "auto":
             return "sam" if self.model is not None else "classical"
-        return self.config.segmenter
+        return self.settings.segmenter
 
     @property
     def available_segmenters(self) -> list[str]:
-        return ["auto", "sam", "classical", "grid"] if self.model is not None else ["auto", "classical"]
+        return list(SEGMENTERS) if self.model is not None else ["auto", "classical"]
 
-    def health(self) -> dict[str, Any]:
-        """Facts for /health (process memory and CUDA memory included)."""
-        import psutil
-
+    def describe(self) -> dict[str, Any]:
+        """What this engine runs: status, default and available segmenters, the model and its device."""
         info: dict[str, Any] = {
             "status": self.status,
             "model_loaded": self.model is not None,
             "segmenter": self.default_segmenter,
             "available_segmenters": self.available_segmenters,
-            "model_type": self.config.model_type if self.model is not None else None,
+            "model_type": self.settings.model_type if self.model is not None else None,
             "checkpoint": str(self.model.checkpoint) if self.model is not None else None,
             "device": str(self.model.device) if self.model is not None else "cpu",
-            "cuda": None,
-            "uptime_s": round(time.time() - self.started, 1),
-            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
-            "pid": os.getpid(),
         }
         if self.status_reason:
             info["reason"] = self.status_reason
-        if self.model is not None and self.model.device.type == "cuda":
-            import torch
-
-            idx = self.model.device.index or 0
-            free, total = torch.cuda.mem_get_info(idx)
-            info["cuda"] = {
-                "name": torch.cuda.get_device_name(idx),
-                "memory_allocated_mb": round(torch.cuda.memory_allocated(idx) / 2**20, 1),
-                "memory_reserved_mb": round(torch.cuda.memory_reserved(idx) / 2**20, 1),
-                "memory_free_mb": round(free / 2**20, 1),
-                "memory_total_mb": round(total / 2**20, 1),
-            }
         return info
 
-    # -- segmentation ----------------------------------------------------------------------------
-
     def resolve_segmenter(self, requested: str | None) -> str:
-        name = requested or self.config.segmenter
+        """The segmenter that runs for ``requested`` (None: the default; auto: sam when loaded).
+
+        Raises:
+            NotReady: sam or grid without a loaded model.
+        """
+        name = requested or self.settings.segmenter
         if name == "auto":
             return self.default_segmenter
         if name in ("sam", "grid") and self.model is None:
-            reason = self.status_reason or "the service runs with SEGMENTER=classical"
+            reason = self.status_reason or "this engine runs the classical segmenter only (load one with load_model)"
             raise NotReady(f"the {name} segmenter needs the SAM model, which is not loaded: {reason}")
         return name
 
+    # -- segmentation ----------------------------------------------------------------------------
+
     def segment(
         self,
-        image: DecodedImage,
-        options: SegmentOptions,
-        deadline: Deadline | None = None,
-        fluorescence: DecodedImage | None = None,
-    ) -> SegmentationResult:
-        """Run the whole pipeline on a decoded image; options are validated before any work.
+        image: ImageData,
+        options: SegmentOptions | None = None,
+        *,
+        fluorescence: ImageData | None = None,
+        check: Check | None = None,
+        on_encoding: OnEncoding | None = None,
+    ) -> Result:
+        """Run the pipeline on an image; options are validated before any work.
 
         With ``fluorescence`` (a registered picture of the same field and size), each droplet also
         gets its fluorescence, a positive call and an object count, and the summary the ddPCR and
-        occupancy figures (:mod:`sam_droplet.fluorescence`).
+        occupancy figures (:mod:`sam_droplet.engine.fluorescence`).
 
         Raises:
-            InvalidOptions, NotReady: the request cannot be served as asked.
-            DeadlineExceeded: ``deadline`` passed (checked between stages and SAM batches).
-            Overloaded: the device ran out of memory; the next request starts clean.
+            InvalidOptions, NotReady: the image cannot be segmented as asked.
+            OutOfMemory: the device ran out of memory (its cache is freed for the next image).
+            Whatever ``check`` raises.
         """
+        options = options or SegmentOptions()
         options.validate()
         if fluorescence is not None and fluorescence.gray.shape != image.gray.shape:
             raise InvalidOptions(
@@ -276,103 +302,99 @@ class Engine:
             # Only a fluorescence picture: the droplets are the bright disks on it.
             options = replace(options, appearance="bright")
         try:
-            result = self._segment(image, options, deadline.check if deadline else None)
+            result = self._segment(image, options, check, on_encoding)
         except RuntimeError as exc:
             if not _is_out_of_memory(exc):
                 raise
             _free_device_memory()
             log.warning("out of memory during a segmentation of %dx%d: %s", image.width, image.height, exc)
-            raise Overloaded(
-                "the device ran out of memory for this image; try again, or use a smaller image", retry_after_s=10
-            ) from None
+            raise OutOfMemory(f"the device ran out of memory for this {image.width}x{image.height} image") from None
         if fluorescence is not None:
             t0 = time.perf_counter()
-            result.fluorescence, labels = analyze_fluorescence(result, fluorescence, options)
+            population = measure_fluorescence(
+                result.found,
+                result.all_labels,
+                fluorescence.gray,
+                options.fluorescence_threshold,
+                options.threshold_method,
+                options.spot_diameter_px,
+                result.um_per_px,
+            )
+            population["fluorescence"] = {"image": fluorescence.info(), **population["fluorescence"]}
+            result.fluorescence_summary = population
+            result.fluorescence_image = fluorescence
             result.timing_ms["fluorescence"] = (time.perf_counter() - t0) * 1000
-            entry = self.image_cache.get(image.sha256)
-            if entry is not None:
-                entry.fluorescence = fluorescence
-                entry.labels = labels
-                entry.fl_threshold = result.fluorescence["fluorescence"]["call"]["threshold"]
-                entry.spot_diameter_px = options.spot_diameter_px
-                self.image_cache.put(entry)  # re-checks the budget with the channel added
         return result
 
-    def _segment(
-        self, image: DecodedImage, options: SegmentOptions, check: Callable[[str], None] | None
-    ) -> SegmentationResult:
+    def _segment(self, image: ImageData, options: SegmentOptions, check: Check | None, on_encoding: OnEncoding | None) -> Result:
         segmenter = self.resolve_segmenter(options.segmenter)
         spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
         appearance = options.appearance or PRESETS[preset].appearance
         nested = PRESETS[preset].nested_droplets  # droplets seen through droplets, or contents
         timing: dict[str, float] = {}
         details: dict[str, Any] = {}
-        cached = self.image_cache.put(CachedImage(image))
 
         t0 = time.perf_counter()
         if segmenter == "grid":
-            from .grid import segment_grid
+            from .sam.grid import segment_grid
 
             with self._model_lock:
                 raw, grid_stats = segment_grid(
-                    self.model, image.rgb8, self.config.grid_points_per_side, self.config.grid_crop_n_layers
+                    self.model, image.rgb8, self.settings.grid_points_per_side, self.settings.grid_crop_n_layers
                 )
             timing["grid"] = (time.perf_counter() - t0) * 1000
             details["grid"] = grid_stats.as_dict()
         else:
-            detection = detect_droplets(
-                image.gray,
-                DetectionParams(appearance=appearance, nested_droplets=nested, threads=self.config.torch_threads),
-            )
+            params = DetectionParams(appearance=appearance, nested_droplets=nested, threads=self.settings.torch_threads)
+            detection = detect_droplets(image.gray, params)
             timing["detect"] = (time.perf_counter() - t0) * 1000
             if check:
                 check("detection")
+            median = detection.median_diameter_px
             details["detector"] = {
                 "appearance": detection.appearance,
                 "proposals": detection.n_proposals,
                 "droplets": len(detection.instances),
+                "median_diameter_px": round(median, 3) if median is not None else None,
             }
+            details["resolved"] = detection.resolve.as_dict()
             raw = detection.instances
-            if cached is not None:
-                cached.appearance = detection.appearance
-                cached.diameter_px = detection.median_diameter_px
             if segmenter == "sam":
-                from .refine import SamRefiner
+                from .sam.refine import SamRefiner
 
                 t1 = time.perf_counter()
-                refiner = SamRefiner(self.model, batch_size=self.config.sam_batch_size)
-                keep = None
-                if cached is not None:
-                    keep = lambda view, enc: self.image_cache.add_encoding(image.sha256, _view_key(view), enc)  # noqa: E731
+                refiner = SamRefiner(self.model, batch_size=self.settings.sam_batch_size)
                 with self._model_lock:
-                    raw, refine_stats = refiner.refine(image.rgb8, raw, check, keep=keep)
+                    raw, refine_stats = refiner.refine(image.rgb8, raw, check, on_encoding=on_encoding)
                 timing["refine"] = (time.perf_counter() - t1) * 1000
                 timing.update({f"refine_{k}": v for k, v in refine_stats.timing_ms.items()})
                 details["sam"] = refine_stats.as_dict()
 
         if check:
             check("refinement")
-        t0 = time.perf_counter()
-        # The detector's proposals may hold droplets seen through larger ones, on purpose (unless the
-        # preset says droplets carry contents); the grid segmenter's nested masks are cells and
-        # reflections.
-        instances, report = resolve_overlaps(raw, keep_nested=nested and segmenter != "grid")
-        timing["postprocess"] = (time.perf_counter() - t0) * 1000
-        details["resolved"] = report.as_dict()
+        if segmenter != "classical":
+            # The detector resolved its own outlines; SAM's masks and the grid's are resolved here.
+            # The detector's proposals may hold droplets seen through larger ones, on purpose (unless
+            # the preset says droplets carry contents); the grid segmenter's nested masks are cells
+            # and reflections.
+            t0 = time.perf_counter()
+            raw, report = resolve_overlaps(raw, keep_nested=nested and segmenter != "grid")
+            timing["postprocess"] = (time.perf_counter() - t0) * 1000
+            details["resolved"] = report.as_dict()
 
         t0 = time.perf_counter()
-        droplets = measure_droplets(instances, image.gray)
+        droplets = measure_droplets(raw, image.gray, options.um_per_px)
         timing["measure"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
         timing["filter"] = (time.perf_counter() - t0) * 1000
 
-        return SegmentationResult(
+        return Result(
             image=image,
             segmenter=segmenter,
             model=self.model.describe() if self.model is not None and segmenter != "classical" else None,
-            droplets=droplets,
+            found=droplets,
             filters=spec,
             preset=preset,
             um_per_px=options.um_per_px,
@@ -381,36 +403,39 @@ class Engine:
             details=details,
         )
 
-    def droplet_at(
+    def segment_from_point(
         self,
-        entry: CachedImage,
+        context: ImageContext,
         x: float,
         y: float,
         segmenter: str | None = None,
         diameter_px: float | None = None,
         appearance: str | None = None,
+        on_encoding: OnEncoding | None = None,
     ) -> PointResult:
-        """The droplet at (x, y) of a cached image: a local classical detection, refined by SAM in
-        sam mode from the cached embedding of the view that holds it (encoded now when missing).
+        """The droplet at (x, y) of an image: a local classical detection, refined by SAM in sam mode
+        from the context's encoding of the view that holds it (encoded now when missing).
 
         Args:
-            entry: the image (from :attr:`image_cache`, or a new :class:`CachedImage`).
+            context: the image and what its segmentation found (:class:`ImageContext`).
             x, y: the point in image pixels.
             segmenter: as in :class:`SegmentOptions`; grid is answered like sam.
-            diameter_px: typical droplet diameter; None takes the cached segmentation's.
-            appearance: detector cue; None takes the cached segmentation's.
+            diameter_px: typical droplet diameter; None takes the context's.
+            appearance: detector cue; None takes the context's.
+            on_encoding: receives a view's encoding when it had to be computed; without it the
+                encoding is added to ``context.encodings``.
 
-        With a cached fluorescence channel the droplet also gets its fluorescence columns, measured
-        as in the segmentation and called positive against the segmentation's threshold.
+        With a fluorescence channel in the context, the droplet also gets its fluorescence columns,
+        measured as in the segmentation and called positive against the segmentation's threshold.
         """
-        image = entry.image
+        image = context.image
         if not (0 <= x < image.width and 0 <= y < image.height):
             raise InvalidOptions(f"the point ({x:g}, {y:g}) lies outside the {image.width}x{image.height} image")
         name = self.resolve_segmenter(segmenter)
         name = "sam" if name == "grid" else name
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        query = PointQuery(x, y, diameter_px or entry.diameter_px, appearance or entry.appearance or "auto")
+        query = PointQuery(x, y, diameter_px or context.diameter_px, appearance or context.appearance or "auto")
         inst = detect_at_point(image.gray, query)
         if query.appearance != "auto" and (inst is None or inst.score < DetectionParams.min_fit_score):
             # A droplet unlike the others (dyed, carrying a cell) fits the image's cue poorly: let the
@@ -421,18 +446,21 @@ class Engine:
         timing["detect"] = (time.perf_counter() - t0) * 1000
         verdict = "detector" if inst is not None else "none"
         if name == "sam":
-            from .refine import SamRefiner, plan_views
+            from .sam.refine import SamRefiner, plan_views
 
-            t0 = time.perf_counter()
             refiner = SamRefiner(self.model, batch_size=1)
             views = plan_views((image.height, image.width), np.array([query.scale_px]))
             view = min(views, key=lambda v: math.hypot((v.x0 + v.x1) / 2 - x, (v.y0 + v.y1) / 2 - y))
             with self._model_lock:
-                encoding = entry.encodings.get(_view_key(view))
+                encoding = context.encodings.get(view)
                 if encoding is None:
+                    t0 = time.perf_counter()
                     encoding = refiner.encode(image.rgb8, view)
-                    self.image_cache.add_encoding(image.sha256, _view_key(view), encoding)
-                timing["encode"] = (time.perf_counter() - t0) * 1000
+                    timing["encode"] = (time.perf_counter() - t0) * 1000
+                    if on_encoding is not None:
+                        on_encoding(view, encoding)  # the caller keeps it (a cache shared by threads)
+                    else:
+                        context.encodings[view] = encoding
                 t0 = time.perf_counter()
                 inst, verdict = refiner.at_point(
                     encoding, (image.height, image.width), (x, y), query.scale_px / 2, detection=inst
@@ -441,18 +469,22 @@ class Engine:
             verdict = verdict if inst is not None else "none"
         t0 = time.perf_counter()
         droplets = measure_droplets([inst], image.gray) if inst is not None else []
-        if droplets and entry.fluorescence is not None:
-            _point_fluorescence(droplets[0], entry)
+        if droplets and context.fluorescence is not None:
+            labels = context.labels if context.labels is not None else np.zeros(image.gray.shape, np.uint32)
+            fluorescence_of_added(
+                droplets[0], labels, context.fluorescence.gray, context.fl_threshold, context.spot_diameter_px
+            )
         timing["measure"] = (time.perf_counter() - t0) * 1000
         return PointResult(droplets[0] if droplets else None, name, verdict, timing)
 
-    def analyze(self, image: DecodedImage) -> dict[str, Any]:
-        """Quick look at an image: size, intensity histogram, droplet size estimate, suggested filters."""
+    def analyze_image(self, image: ImageData) -> dict[str, Any]:
+        """Quick look at an image: size, intensity histogram, droplet size estimate, suggested preset
+        and filters."""
         t0 = time.perf_counter()
         gray = image.gray
         lo, hi = float(gray.min()), float(gray.max())
         counts, edges = np.histogram(gray, bins=64, range=(lo, hi if hi > lo else lo + 1))
-        detection = detect_droplets(gray)
+        detection = detect_droplets(gray, DetectionParams(threads=self.settings.torch_threads))
         h, w = gray.shape
         # Droplets cut by the border would widen the size distribution: leave them out.
         whole = [i for i in detection.instances if i.x0 > 0 and i.y0 > 0 and i.x1 < w and i.y1 < h]
@@ -495,43 +527,6 @@ class Engine:
         }
 
 
-def _point_fluorescence(droplet: Droplet, entry: CachedImage) -> None:
-    """Fluorescence columns of an added droplet, its annulus avoiding the droplets already found."""
-    from .fluorescence import count_spots, droplet_intensities
-
-    shape = (entry.image.height, entry.image.width)
-    labels = (
-        np.array(entry.labels, dtype=np.int32, copy=True) if entry.labels is not None else np.zeros(shape, np.int32)
-    )
-    new_id = int(labels.max()) + 1
-    inst = droplet.instance
-    window = labels[inst.y0 : inst.y1, inst.x0 : inst.x1]
-    window[inst.mask] = new_id  # the added droplet owns its whole mask
-    raw = entry.fluorescence.gray
-    ids = np.array([new_id])
-    fl = droplet_intensities(raw, labels, ids)
-    spots = count_spots(raw, labels, ids, entry.spot_diameter_px)
-    positive = entry.fl_threshold is not None and fl.corrected_mean[0] > entry.fl_threshold
-    droplet.extra.update(_fluorescence_columns(fl, spots, 0, positive))
-
-
-def _fluorescence_columns(fl: Any, spots: np.ndarray, i: int, positive: bool) -> dict[str, Any]:
-    """The per-droplet fluorescence columns of droplet ``i`` (JSON and CSV)."""
-    return {
-        "fl_mean": round(float(fl.mean[i]), 4),
-        "fl_max": round(float(fl.max[i]), 4),
-        "fl_integrated": round(float(fl.integrated[i]), 2),
-        "fl_background": round(float(fl.background[i]), 4),
-        "fl_corrected_mean": round(float(fl.corrected_mean[i]), 4),
-        "positive": bool(positive),
-        "objects": int(spots[i]),
-    }
-
-
-def _view_key(view: Any) -> tuple[int, int, int, int]:
-    return (view.x0, view.y0, view.x1, view.y1)
-
-
 def _is_out_of_memory(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -545,45 +540,104 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def analyze_fluorescence(
-    result: SegmentationResult, channel: DecodedImage, options: SegmentOptions
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Fluorescence per droplet (stored in each droplet's ``extra``) and the population figures,
-    with the label image of every droplet found (int32) that the annuli were measured against.
+# -- the public calls ----------------------------------------------------------------------------
 
-    Every droplet found is measured (removed ones too, so a client can restore them); the positive
-    call, ddPCR statistics and occupancy use the kept droplets.
+_classical: Engine | None = None
+_classical_lock = threading.Lock()
+
+
+def _classical_engine() -> Engine:
+    """The engine :func:`segment` uses when given no model: the classical segmenter, shared."""
+    global _classical
+    with _classical_lock:
+        if _classical is None:
+            _classical = Engine(EngineSettings(segmenter="classical"))
+        return _classical
+
+
+def load_model(
+    checkpoint: str | Path = "model/mobile_sam.pt",
+    model_type: str = "vit_t",
+    device: str = "auto",
+    *,
+    required: bool = False,
+    **settings: Any,
+) -> Engine:
+    """Load a SAM checkpoint into an :class:`Engine` to pass to :func:`segment` (load once, reuse).
+
+    Args:
+        checkpoint: the checkpoint file (``sam-droplet weights download`` fetches MobileSAM's).
+        model_type: vit_t (MobileSAM), vit_b, vit_l or vit_h.
+        device: auto (cuda when available, else mps, else cpu), cpu, cuda, cuda:N or mps.
+        required: raise when the checkpoint cannot be loaded; by default a warning is logged and
+            the engine runs the classical segmenter (``segmenter="auto"`` then means classical,
+            and the engine's ``status`` says ``degraded`` with the reason).
+        **settings: other :class:`~sam_droplet.settings.EngineSettings` fields (``sam_batch_size``,
+            ``torch_threads``, ``grid_points_per_side``, ``grid_crop_n_layers``).
+
+    Raises:
+        StartupError: ``required`` and the checkpoint is missing, damaged or of another type.
+        ConfigError: an unknown model type or device.
     """
-    from .export import label_image
-    from .fluorescence import classify_positive, count_spots, ddpcr_statistics, droplet_intensities, occupancy
+    from .settings import ENGINE_VARIABLES
 
-    droplets = result.droplets
-    labels = label_image(droplets, result.shape).astype(np.int32) if droplets else np.zeros(result.shape, np.int32)
-    ids = np.array([d.id for d in droplets], dtype=np.int64)
-    raw = channel.gray
-    fl = droplet_intensities(raw, labels, ids)
-    spots = count_spots(raw, labels, ids, options.spot_diameter_px)
-    kept_idx = np.array([i for i, d in enumerate(droplets) if d.removed_reason is None], dtype=np.int64)
-    call = classify_positive(fl.corrected_mean[kept_idx], options.fluorescence_threshold, options.threshold_method)
-    positive = fl.corrected_mean > call.threshold
-    for i, d in enumerate(droplets):
-        d.extra.update(_fluorescence_columns(fl, spots, i, positive[i]))
-    kept = [droplets[i] for i in kept_idx]
-    volume = (
-        float(np.mean([d.calibrated(result.um_per_px)["volume_pl"] for d in kept]))
-        if kept and result.um_per_px
-        else None
-    )
-    corrected = fl.corrected_mean[kept_idx]
-    counts, edges = np.histogram(corrected, bins=32) if corrected.size else (np.zeros(0), np.zeros(1))
-    summary = {
-        "fluorescence": {
-            "image": channel.info(),
-            "mean_of_droplet_means": round(float(fl.mean[kept_idx].mean()), 4) if kept else None,
-            "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
-            "call": call.as_dict(),
-        },
-        "ddpcr": ddpcr_statistics(len(kept), int(call.positive.sum()), volume),
-        "occupancy": {**occupancy(spots[kept_idx]), "spot_diameter_px": options.spot_diameter_px},
-    }
-    return summary, labels
+    values = {"model_path": Path(checkpoint), "model_type": model_type, "device": device, **settings}
+    unknown = sorted(set(values) - set(ENGINE_VARIABLES) - {"segmenter"})
+    if unknown or "segmenter" in settings:
+        raise TypeError(f"load_model() got unexpected settings {unknown or ['segmenter']}")
+    for name in ("model_type", "device"):
+        env_name, parse = ENGINE_VARIABLES[name]
+        parse(env_name, str(values[name]))  # ConfigError with the accepted values
+    return Engine.start(EngineSettings(segmenter="sam" if required else "auto", **values))
+
+
+def segment(
+    image: ImageSource,
+    model: Engine | None = None,
+    *,
+    fluorescence: ImageSource | None = None,
+    max_pixels: int | None = None,
+    check: Check | None = None,
+    on_encoding: OnEncoding | None = None,
+    **options: Any,
+) -> Result:
+    """Find, outline, measure and filter the droplets of one image.
+
+    Args:
+        image: a path, a file's bytes, a NumPy array (HxW gray or HxWx3 RGB; uint8, uint16 or
+            float), or an :class:`~sam_droplet.io.read.ImageData`.
+        model: an engine from :func:`load_model`; None segments with the classical detector.
+        fluorescence: a registered fluorescence picture of the same field (same kinds as ``image``).
+        max_pixels: refuse images larger than this many pixels (None: no limit).
+        check: called between stages and SAM batches with the stage's name; raise in it to stop.
+        on_encoding: receives each SAM encoding ``(view, encoding)`` (to cache for point queries).
+        **options: the fields of :class:`SegmentOptions`: ``segmenter`` (auto, sam, classical,
+            grid), ``preset``, ``filters``, ``um_per_px``, ``appearance``, ``fluorescence_threshold``,
+            ``threshold_method``, ``spot_diameter_px``.
+
+    Returns:
+        A :class:`~sam_droplet.result.Result`: ``labels``, ``droplets``, ``removed``, ``summary``
+        and the renderers ``to_json``, ``to_csv``, ``to_coco``, ``overlay``.
+
+    Raises:
+        InvalidImage, UnsupportedImageType, ImageTooLarge: the image cannot be read.
+        InvalidOptions: an unknown or wrong option.
+        NotReady: sam or grid without a loaded model.
+        OutOfMemory: the device ran out of memory.
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"segment() got unexpected options {unknown}; accepted: {', '.join(OPTION_NAMES)}")
+    opts = SegmentOptions(**options)
+    opts.validate()  # before reading the image
+    engine = model if model is not None else _classical_engine()
+    t0 = time.perf_counter()
+    picture = read_image(image, max_pixels)
+    fl_picture = None
+    if fluorescence is not None:
+        fl_picture = picture if fluorescence is image else read_image(fluorescence, max_pixels)
+    read_ms = (time.perf_counter() - t0) * 1000
+    result = engine.segment(picture, opts, fluorescence=fl_picture, check=check, on_encoding=on_encoding)
+    if not isinstance(image, ImageData):
+        result.timing_ms = {"decode": read_ms, **result.timing_ms}
+    return result

@@ -1,8 +1,12 @@
 """Shared fixtures: apps built by the factory, generated images, a random-init SAM checkpoint.
 
-Tests never need real weights or the team's data: images are generated (sam_droplet.synthetic) and the
-SAM checkpoint is a randomly initialised vit_t saved at test time and loaded through the same code
-path the server uses. Tests that read ../shared/data skip with a message when it is absent.
+Tests never need real weights or the team's data: images are generated (sam_droplet.tools.synthetic)
+and the SAM checkpoint is a randomly initialised vit_t saved at test time and loaded through the
+same code path the server uses. Tests that read ../shared/data skip with a message when it is absent.
+
+Two tiers: ``make test`` runs ``-m "not system"`` (units and the API on generated images, in
+minutes); ``make test-all`` adds the ``system`` tier: real servers, nginx, redis, the browser,
+fuzzing, and every test that loads SAM (marked here by the fixtures it uses).
 """
 
 from __future__ import annotations
@@ -14,13 +18,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam_droplet import synthetic
-from sam_droplet.config import Config
-from sam_droplet.factory import create_app
 from sam_droplet.pipeline import Engine
+from sam_droplet.settings import EngineSettings
+from sam_droplet.tools import synthetic
+from sam_droplet.web import create_app
+from sam_droplet.web.config import Config, ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+# A test that uses one of these loads SAM (random weights, seconds per image on a CPU): system tier.
+SAM_FIXTURES = {"random_checkpoint", "sam_settings", "sam_engine", "sam_app", "sam_client", "server_env"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SAM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -54,14 +69,12 @@ def small_png() -> bytes:
 
 @pytest.fixture(scope="session")
 def classical_engine() -> Engine:
-    return Engine.start(Config(segmenter="classical"))
+    return Engine.start(EngineSettings(segmenter="classical"))
 
 
 @pytest.fixture()
 def app(classical_engine):
-    return create_app(
-        Config(segmenter="classical", max_upload_mb=8, max_image_pixels=4_000_000), engine=classical_engine
-    )
+    return create_app(Config(server=ServerSettings(max_upload_mb=8, max_image_pixels=4_000_000)), engine=classical_engine)
 
 
 @pytest.fixture()
@@ -72,14 +85,14 @@ def client(app):
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised MobileSAM (vit_t) state dict, saved like the real mobile_sam.pt."""
-    from sam_droplet.model import save_random_checkpoint
+    from sam_droplet.sam.model import save_random_checkpoint
 
     return save_random_checkpoint(tmp_path_factory.mktemp("model") / "mobile_sam.pt", "vit_t", seed=0)
 
 
 @pytest.fixture(scope="session")
-def sam_config(random_checkpoint) -> Config:
-    return Config(
+def sam_settings(random_checkpoint) -> EngineSettings:
+    return EngineSettings(
         segmenter="sam",
         model_path=random_checkpoint,
         device="cpu",
@@ -90,13 +103,18 @@ def sam_config(random_checkpoint) -> Config:
 
 
 @pytest.fixture(scope="session")
-def sam_engine(sam_config) -> Engine:
-    return Engine.start(sam_config)
+def sam_engine(sam_settings) -> Engine:
+    return Engine.start(sam_settings)
 
 
 @pytest.fixture()
-def sam_client(sam_config, sam_engine):
-    return create_app(sam_config, engine=sam_engine).test_client()
+def sam_app(sam_engine):
+    return create_app(Config(), engine=sam_engine)
+
+
+@pytest.fixture()
+def sam_client(sam_app):
+    return sam_app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,8 @@ from typing import Any
 import psutil
 import requests
 
-from sam_droplet import synthetic
-from sam_droplet.bench import markdown_table
+from sam_droplet.tools import synthetic
+from sam_droplet.tools.bench import markdown_table
 
 from . import servers
 from .conftest import SHARED_DATA, png_bytes
@@ -42,9 +42,9 @@ DDPCR = SHARED_DATA / "samples" / "ddpcr_original" / "ddPCR_0_0.png"
 def run_fuzz(n: int) -> dict[str, Any]:
     from hypothesis import HealthCheck, given, settings
 
-    from sam_droplet.config import Config
-    from sam_droplet.factory import create_app
-    from sam_droplet.logs import configure_logging
+    from sam_droplet.web import create_app
+    from sam_droplet.web.config import Config
+    from sam_droplet.web.logs import configure_logging
 
     from .fuzz_cases import cases, send
 
@@ -183,7 +183,7 @@ def render(report: dict[str, Any]) -> str:
         f"Regenerate with `{report['command']}`. Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_gb']} GB RAM, Python {m['python']}. Date: {report['date']}.",
         "",
-        "Tested on every CI run (`make test`): API keys, rate limits (a real redis-server shared by two "
+        "Tested on every CI run (`make test-all`): API keys, rate limits (a real redis-server shared by two "
         "Gunicorn workers), CORS, security headers, backpressure (503 + Retry-After), deadlines (504), an "
         "injected CUDA out-of-memory (503, next request served), a Gunicorn worker killed with SIGKILL "
         "mid-request (respawned, next requests served), 300 fuzz cases, a 200-request soak with flat "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from sam_droplet.eval import match_instances
+from sam_droplet.tools.evaluate import match_instances
 
 from .conftest import png_bytes
 
@@ -74,8 +74,11 @@ def test_segment_file_json_contract(client, packed, packed_png):
     assert body["image"]["width"] == 640 and body["image"]["height"] == 512 and len(body["image"]["sha256"]) == 64
     assert body["num_droplets"] == len(body["droplets"]) > 200
     assert r.headers["X-Droplet-Count"] == str(body["num_droplets"])
-    for stage in ("decode", "detect", "postprocess", "measure", "filter", "serialize"):
+    for stage in ("queue", "decode", "detect", "measure", "filter", "serialize"):
         assert stage in body["timing_ms"]
+    # Overlap resolution runs once, inside the detector: classical mode has no second pass.
+    assert "postprocess" not in body["timing_ms"]
+    assert sum(body["summary"]["resolved"].values()) > 0 and body["summary"]["detector"]["median_diameter_px"] > 10
     d = body["droplets"][0]
     for key in (
         "id",
@@ -137,7 +140,7 @@ def test_contents_preset_reports_the_droplets_not_what_they_carry(client):
     """Droplets each carrying a small round object (a bead or a cell with an outline like a small
     droplet's): the default reports both, as droplets seen through droplets; the
     droplets_with_contents preset reports the droplets only."""
-    from sam_droplet import synthetic
+    from sam_droplet.tools import synthetic
 
     rng = np.random.default_rng(2)
     shape = (360, 480)
@@ -258,7 +261,7 @@ def test_too_many_bytes(client):
 
 
 def test_too_many_pixels_is_refused_from_the_header(client):
-    from .test_decode import _png_header_only
+    from .test_read import _png_header_only
 
     assert_error(post_file(client, _png_header_only(3000, 3000)), 413, "too_large", "MAX_IMAGE_PIXELS")
 
@@ -277,7 +280,7 @@ def test_unexpected_errors_never_leak_a_traceback(app, packed_png, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(app.extensions["sam_droplet"], "segment", boom)
+    monkeypatch.setattr(app.extensions["sam_droplet"].engine, "segment", boom)
     r = post_file(app.test_client(), packed_png)
     assert_error(r, 500, "internal_error", "request id")
     assert "secret" not in r.get_data(as_text=True)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import requests
 
-from sam_droplet import synthetic
+from sam_droplet.io.write import BATCH_COLUMNS
+from sam_droplet.tools import synthetic
 
 from .conftest import ROOT, png_bytes
 from .servers import free_port, waitress
@@ -40,10 +41,13 @@ LAUNCH_ARGS = [
 ]
 API_KEY = "page-test-key-0123456789"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and shutil.which("chromium") is None and not os.environ.get("CI"),
-    reason=f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)",
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and shutil.which("chromium") is None and not os.environ.get("CI"),
+        reason=f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)",
+    ),
+]
 
 
 def _server(tmp_path_factory, name: str, **env: str):
@@ -212,7 +216,10 @@ def test_workbench(page, server, odd):
     assert len(rows) == n
     assert str(first["id"]) not in {r["id"] for r in rows}
     assert sum(r["source"] == "manual" for r in rows) == 1
-    assert list(rows[0])[:3] == ["id", "centroid_x_px", "centroid_y_px"]
+    # The same columns as the API's CSV of this image (the server defines them once).
+    csv_file = {"file": (path.name, path.read_bytes())}
+    served = requests.post(f"{server}/segment_file", files=csv_file, data={"format": "csv"}, timeout=120)
+    assert list(rows[0]) == served.text.splitlines()[0].split(",")
     with page.expect_download() as info:
         page.click("#export-labels")
     from PIL import Image
@@ -235,6 +242,9 @@ def test_workbench(page, server, odd):
         page.click("#export-batch")
     batch = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
     assert batch[0]["file"] == path.name and int(batch[0]["droplets"]) == n
+    # One schema with the command line's summary.csv, corrections counted.
+    assert tuple(batch[0]) == BATCH_COLUMNS
+    assert (batch[0]["removed_by_you"], batch[0]["added_by_you"]) == ("1", "1")
 
     # Zoom with the keyboard and the wheel, then fit.
     zoom = page.evaluate("window.samDroplet.viewer.zoom")
@@ -395,7 +405,7 @@ def test_dark_theme_and_large_image(browser, server, tmp_path):
 
 def test_page_arithmetic_matches_the_server(page, server, odd):
     """The page's filters, statistics and ddPCR figures (static/js/analysis.js) equal the server's."""
-    from sam_droplet.fluorescence import ddpcr_statistics
+    from sam_droplet.engine.fluorescence import ddpcr_statistics
 
     page.goto(server)
     for n, k in ((900, 180), (675, 19), (50, 0), (40, 40)):

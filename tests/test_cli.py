@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sam_droplet.cli import main
+from sam_droplet.io.write import BATCH_COLUMNS
 
 from .conftest import png_bytes
 
@@ -45,13 +46,15 @@ def test_segment_folder(image_dir, tmp_path, fmt, suffix, monkeypatch):
     for stem in ("packed", "fluo"):
         assert (out / f"{stem}{suffix}").stat().st_size > 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert tuple(rows[0]) == BATCH_COLUMNS  # the page's batch CSV has the same columns
     assert [Path(r["file"]).name for r in rows] == ["fluo.png", "packed.png"]
-    assert all(int(r["count"]) > 20 for r in rows) and "diameter_mean_um" in rows[0]
+    assert all(int(r["droplets"]) > 20 for r in rows) and float(rows[0]["diameter_mean_um"]) > 0
     if fmt == "labels":
         labels = cv2.imread(str(out / "packed_labels.png"), cv2.IMREAD_UNCHANGED)
         assert labels.dtype == np.uint16 and labels.max() > 100
     if fmt == "json":
-        assert json.loads((out / "packed.json").read_text())["success"]
+        saved = json.loads((out / "packed.json").read_text())
+        assert "success" not in saved and saved["num_droplets"] == int(rows[1]["droplets"])
 
 
 def test_segment_reports_bad_files_and_continues(tmp_path, image_dir, monkeypatch, capsys):
@@ -150,15 +153,16 @@ def test_weights_verify(tmp_path, capsys):
     assert main(["weights", "verify", "--path", str(tmp_path / "none.pt")]) == 1
 
 
-def test_console_script_and_config(tmp_path):
-    exe = Path(sys.executable).with_name("sam-droplet")
-    proc = subprocess.run(
-        [str(exe), "config"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "SEGMENTER": "classical"},
-    )
+def test_console_scripts_and_config(tmp_path):
+    def run(name: str, *args: str) -> subprocess.CompletedProcess:
+        exe = Path(sys.executable).with_name(name)
+        env = {"PATH": "/usr/bin:/bin", "SEGMENTER": "classical"}
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
+
+    proc = run("sam-droplet", "config")
     assert proc.returncode == 0, proc.stderr
     assert "SEGMENTER=classical" in proc.stdout and "FLASK_PORT=9487" in proc.stdout
+    # Each instrument is a command of its own.
+    for tool in ("sam-droplet-evaluate", "sam-droplet-bench", "sam-droplet-synthetic"):
+        proc = run(tool, "--help")
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {tool}"), (tool, proc.stderr)

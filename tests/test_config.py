@@ -7,18 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from sam_droplet.config import Config
 from sam_droplet.errors import ConfigError
+from sam_droplet.settings import EngineSettings
+from sam_droplet.web.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults():
     cfg = Config.from_mapping({})
-    assert (cfg.host, cfg.port, cfg.debug) == ("0.0.0.0", 9487, False)
-    assert cfg.model_path == Path("model/mobile_sam.pt") and cfg.model_type == "vit_t"
-    assert cfg.device == "auto" and cfg.segmenter == "auto"
-    assert cfg.max_upload_mb == 50 and cfg.max_image_pixels == 64_000_000 and cfg.log_level == "INFO"
+    engine, server = cfg.engine, cfg.server
+    assert (server.host, server.port, server.debug) == ("0.0.0.0", 9487, False)
+    assert engine.model_path == Path("model/mobile_sam.pt") and engine.model_type == "vit_t"
+    assert engine.device == "auto" and engine.segmenter == "auto"
+    assert server.max_upload_mb == 50 and server.max_image_pixels == 64_000_000 and server.log_level == "INFO"
+    assert engine == EngineSettings.from_mapping({}) == EngineSettings()
+
+
+def test_engine_and_server_settings_are_apart():
+    # The library's settings know nothing of the web server, and each variable has one home.
+    engine_vars, server_vars = EngineSettings().describe(), Config().server.describe()
+    assert not set(engine_vars) & set(server_vars)
+    assert "SAM_MODEL_PATH" in engine_vars and "FLASK_PORT" in server_vars and "API_KEYS" in server_vars
+    assert EngineSettings.from_mapping({"FLASK_PORT": "nonsense", "SEGMENTER": "classical"}).segmenter == "classical"
 
 
 def test_values_are_parsed():
@@ -34,8 +45,11 @@ def test_values_are_parsed():
             "LOG_LEVEL": "debug",
         }
     )
-    assert cfg.port == 8000 and cfg.debug is True and cfg.model_type == "vit_b" and cfg.device == "cuda:1"
-    assert cfg.max_upload_bytes == int(12.5 * 2**20) and cfg.max_image_pixels == 1_000_000 and cfg.log_level == "DEBUG"
+    engine, server = cfg.engine, cfg.server
+    assert server.port == 8000 and server.debug is True and engine.model_type == "vit_b" and engine.device == "cuda:1"
+    assert engine.segmenter == "classical"
+    assert server.max_upload_bytes == int(12.5 * 2**20) and server.max_image_pixels == 1_000_000
+    assert server.log_level == "DEBUG"
 
 
 @pytest.mark.parametrize(
@@ -67,8 +81,8 @@ def test_dotenv_is_read_but_never_overrides_the_environment(tmp_path, monkeypatc
     monkeypatch.delenv("FLASK_PORT", raising=False)
     monkeypatch.setenv("SEGMENTER", "grid")
     cfg = Config.from_env(dotenv_path=str(env_file))
-    assert cfg.port == 9999 and cfg.segmenter == "grid"
-    assert Config.from_env({"FLASK_PORT": "1234"}, dotenv_path=None).port == 1234
+    assert cfg.server.port == 9999 and cfg.engine.segmenter == "grid"
+    assert Config.from_env({"FLASK_PORT": "1234"}, dotenv_path=None).server.port == 1234
     os.environ.pop("FLASK_PORT", None)  # set by load_dotenv, unknown to monkeypatch
 
 

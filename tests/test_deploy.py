@@ -22,7 +22,7 @@ import yaml
 from . import servers
 from .conftest import ROOT
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 
 def post_image(url: str, png: bytes, **fields: str) -> requests.Response:
@@ -112,7 +112,7 @@ def nginx_conf_for_test(tmp: Path, http_port: int, https_port: int, upstream_por
         "server 127.0.0.1:9487;": f"server 127.0.0.1:{upstream_port};",
         "/etc/nginx/certs/fullchain.pem": str(cert),
         "/etc/nginx/certs/privkey.pem": str(key),
-        "/opt/sam-droplet/static/": f"{ROOT}/static/",
+        "/opt/sam-droplet/sam_droplet/web/static/": f"{ROOT}/sam_droplet/web/static/",
         "/var/www/html": str(tmp),
     }
     for old, new in replacements.items():
@@ -169,7 +169,7 @@ def test_nginx_in_front_of_gunicorn(server_env, small_png, tmp_path):
         # Static files come from nginx itself, revalidated on each load (Last-Modified, 304).
         r = s.get(base + "/static/js/app.js", timeout=5, verify=cert)
         assert r.status_code == 200 and r.headers.get("Cache-Control") == "no-cache" and r.headers.get("Last-Modified")
-        assert r.content == (ROOT / "static" / "js" / "app.js").read_bytes()
+        assert r.content == (ROOT / "sam_droplet" / "web" / "static" / "js" / "app.js").read_bytes()
 
         # Larger than client_max_body_size: 413 JSON from nginx, from the header alone.
         conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=ssl.create_default_context(cafile=cert))

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from sam_droplet import synthetic
-from sam_droplet.detect import DetectionParams, detect_droplets, normalize_intensity
-from sam_droplet.eval import match_instances
-from sam_droplet.instances import paint_labels
+from sam_droplet.engine.detect import DetectionParams, Proposals, detect_droplets, normalize_intensity
+from sam_droplet.engine.instances import paint_labels
+from sam_droplet.tools import synthetic
+from sam_droplet.tools.evaluate import match_instances
 
 
 def score(image: synthetic.SyntheticImage, params: DetectionParams | None = None):
@@ -86,7 +86,7 @@ def test_dense_small_droplets():
 def test_fill_holes_matches_scipy():
     from scipy import ndimage as ndi
 
-    from sam_droplet.instances import fill_holes
+    from sam_droplet.engine.instances import fill_holes
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -95,13 +95,13 @@ def test_fill_holes_matches_scipy():
 
 
 def test_full_resolution_split_leaves_large_pieces_whole():
-    from sam_droplet.detect import _split_regions
+    from sam_droplet.engine.detect.regions import split_regions
 
     yy, xx = np.mgrid[:300, :400]
     pair = (np.hypot(xx - 40, yy - 40) < 12) | (np.hypot(xx - 62, yy - 40) < 12)  # two touching disks
     wide = (xx > 120) & (yy > 100) & ~(np.hypot(xx - 250, yy - 200) < 30)  # a large piece with a hole
-    regions, _ = _split_regions(pair | wide, max_radius=48.0, max_split_side=100)
-    everywhere, _ = _split_regions(pair | wide, max_radius=48.0)
+    regions, _ = split_regions(pair | wide, max_radius=48.0, max_split_side=100)
+    everywhere, _ = split_regions(pair | wide, max_radius=48.0)
     # The small piece is split exactly as a flood of the whole image splits it ...
     assert np.array_equal(regions[pair], everywhere[pair])
     assert len(np.unique(regions[pair][regions[pair] > 0])) == 2
@@ -112,54 +112,55 @@ def test_full_resolution_split_leaves_large_pieces_whole():
 
 def test_untraced_proposals_could_not_have_been_accepted(packed):
     """The bounds that spare the boundary trace never drop an outline the full fit accepts."""
-    from sam_droplet import detect
+    from sam_droplet.engine.detect import boundary, normalize, outlines
 
     params = DetectionParams()
     norm = normalize_intensity(packed.image)
-    noise = detect._noise_sigma(norm)
-    pyramid = detect._pyramid(norm, 5)
+    noise = normalize.noise_sigma(norm)
+    pyramid = normalize.pyramid(norm, 5)
     rng = np.random.default_rng(1)
     n = 400
-    props = detect.Proposals(
+    props = Proposals(
         rng.uniform(0, norm.shape[1], n), rng.uniform(0, norm.shape[0], n), rng.uniform(5, 40, n), np.ones(n)
     )
-    profiles, rho = detect._sample_rays(pyramid, props, 32)
-    profiles = detect._smooth_around(profiles, props.r)
-    full = detect.fit_boundaries(profiles, rho, "rim", noise)
-    pruned = detect.fit_boundaries(profiles, rho, "rim", noise, params.min_fit_support, params.min_rim_fraction)
+    profiles, rho = boundary.sample_rays(pyramid, props, 32)
+    profiles = boundary.smooth_around(profiles, props.r)
+    full = boundary.fit_boundaries(profiles, rho, "rim", noise)
+    pruned = boundary.fit_boundaries(profiles, rho, "rim", noise, params.min_fit_support, params.min_rim_fraction)
     traced = ~np.isnan(pruned[0]).any(axis=1)
     assert 0 < traced.sum() < n
     for a, b in zip(full, pruned, strict=True):
         assert np.array_equal(a[traced], b[traced])
-    _, valid, support, _ = detect._outline_quality(full[0], full[1], noise)
+    _, valid, support, _ = outlines.outline_quality(full[0], full[1], noise)
     rim_fraction = (full[2] & valid).mean(axis=1)
     accepted = (support >= params.min_fit_support) & (rim_fraction >= params.min_rim_fraction)
     assert not (accepted & ~traced).any()
 
 
 def test_strips_give_the_proposals_of_the_whole_image():
-    from sam_droplet import detect
+    from sam_droplet.engine.detect import proposals
+    from sam_droplet.engine.detect.normalize import noise_sigma
 
     params = DetectionParams()
     image = synthetic.packed_monolayer(shape=(600, 500), seed=4)
     norm = normalize_intensity(image.image)
-    rim, _ = detect._rim_map(norm, params.rim_kernel_px | 1, detect._noise_sigma(norm))
-    split = detect._full_resolution_split(48.0)
-    whole = detect._rim_regions(rim, params, 48.0, split)
-    strips = detect.Proposals.concat([job() for job in detect._rim_strip_jobs(rim, params, 48.0, 3)])
+    rim, _ = proposals.rim_map(norm, params.rim_kernel_px | 1, noise_sigma(norm))
+    split = proposals.full_resolution_split(48.0)
+    whole = proposals.rim_regions(rim, params, 48.0, split)
+    strips = Proposals.concat([job() for job in proposals.rim_strip_jobs(rim, params, 48.0, 3)])
     assert len(strips) == len(whole)
     key = lambda p: np.sort(np.round(p.cx * 1000 + p.cy, 3))  # noqa: E731
     assert np.allclose(key(strips), key(whole))
 
 
 def test_rasterize_keeps_pixel_centres_within_the_outline():
-    from sam_droplet.detect import _rasterize
+    from sam_droplet.engine.detect.outlines import rasterize
 
     rng = np.random.default_rng(2)
     for _ in range(50):
         radii = rng.uniform(2, 120) * (1 + 0.1 * rng.standard_normal(48)).clip(0.5)
         cx, cy = rng.uniform(-20, 420, 2)
-        inst = _rasterize(cx, cy, radii, (400, 400))
+        inst = rasterize(cx, cy, radii, (400, 400))
         yy, xx = np.mgrid[:400, :400]
         t = (np.arctan2(yy - cy, xx - cx) % (2 * np.pi)) * (48 / (2 * np.pi))
         k = np.floor(t).astype(int) % 48
@@ -172,26 +173,26 @@ def test_rasterize_keeps_pixel_centres_within_the_outline():
 
 
 def test_circle_agreement_tells_droplets_from_wobbly_outlines():
-    from sam_droplet.detect import _circle_agreement
+    from sam_droplet.engine.detect.outlines import circle_agreement
 
     angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
 
     def outline(radii, cx=100.0, cy=80.0):
         return (cx + radii * np.cos(angles))[None], (cy + radii * np.sin(angles))[None]
 
-    assert _circle_agreement(*outline(np.full(48, 30.0)))[0] == 1.0
+    assert circle_agreement(*outline(np.full(48, 30.0)))[0] == 1.0
     # A droplet with a quarter of its outline pushed out by a neighbour still agrees on the rest.
     hidden = np.full(48, 30.0)
     hidden[:12] = 33.0
-    assert 0.75 <= _circle_agreement(*outline(hidden))[0] < 1.0
+    assert 0.75 <= circle_agreement(*outline(hidden))[0] < 1.0
     # A lumpy blob traced through texture (radii spread 10 %, as the false outlines on
     # emulsion_gt) does not.
     blob = 30.0 * (1 + 0.12 * np.sin(3 * angles) + 0.08 * np.cos(5 * angles + 1))
-    assert _circle_agreement(*outline(blob))[0] < 0.6
+    assert circle_agreement(*outline(blob))[0] < 0.6
     # Judged on chosen points only: the pushed-out quarter left out, the rest is a circle.
     points = np.ones((1, 48), dtype=bool)
     points[0, :12] = False
-    assert _circle_agreement(*outline(hidden), points=points)[0] == 1.0
+    assert circle_agreement(*outline(hidden), points=points)[0] == 1.0
 
 
 def _nested_droplets(seed: int = 0) -> synthetic.SyntheticImage:
@@ -203,7 +204,7 @@ def _nested_droplets(seed: int = 0) -> synthetic.SyntheticImage:
     canvas = np.full(shape, 0.7, dtype=np.float32)
     synthetic._render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
     labels = np.zeros(shape, dtype=np.uint16)
-    synthetic._paint_labels(labels, centers, radii)
+    synthetic._paint_disks(labels, centers, radii)
     image = synthetic._finish(canvas, shape, 0.1, 0.02, False, np.uint8, rng)
     return synthetic.SyntheticImage(image=image, labels=labels, centers=centers, radii=radii, kind="nested")
 
@@ -223,27 +224,27 @@ def test_droplets_seen_through_a_larger_one_are_kept():
 
 def _outlines(circles: list[tuple[float, float, float, float]]):
     """Fitted outlines of perfect circles (cx, cy, r, score), as the boundary fit returns them."""
-    from sam_droplet.detect import _Outlines
+    from sam_droplet.engine.detect.outlines import Outlines
 
     c = np.array(circles, dtype=float)
     z = np.zeros(len(c))
-    return _Outlines(c[:, 0], c[:, 1], np.repeat(c[:, 2:3], 48, axis=1), c[:, 0], c[:, 1], c[:, 2], c[:, 3], z, z)
+    return Outlines(c[:, 0], c[:, 1], np.repeat(c[:, 2:3], 48, axis=1), c[:, 0], c[:, 1], c[:, 2], c[:, 3], z, z)
 
 
 def test_content_inside_a_droplet_does_not_remove_the_droplet():
     """A bead's small round outline scores higher than its droplet's (0.7 here, under the 0.8 a
     clear outline needs to keep droplets seen through it): without nesting the droplet wins."""
-    from sam_droplet.detect import _dedupe_outlines
+    from sam_droplet.engine.detect.outlines import dedupe_outlines
 
     droplet, bead, neighbour = (100, 100, 45, 0.7), (90, 110, 5, 1.0), (200, 100, 45, 0.9)
-    kept = _dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=False)
+    kept = dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=False)
     assert sorted(kept.r.tolist()) == [45, 45]
     # With nesting (emulsions), the better-scored of the two stays unless the droplet is clear.
-    kept = _dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=True)
+    kept = dedupe_outlines(_outlines([droplet, bead, neighbour]), keep_nested=True)
     assert sorted(kept.r.tolist()) == [5, 45]
-    kept = _dedupe_outlines(_outlines([(*droplet[:3], 0.85), bead, neighbour]), keep_nested=True)
+    kept = dedupe_outlines(_outlines([(*droplet[:3], 0.85), bead, neighbour]), keep_nested=True)
     assert sorted(kept.r.tolist()) == [5, 45, 45]
     # An outline around a group of droplets is not their container: the droplets win.
     group = [(100, 100, 45, 0.6), (80, 90, 20, 0.9), (120, 110, 20, 0.9)]
-    kept = _dedupe_outlines(_outlines(group), keep_nested=False)
+    kept = dedupe_outlines(_outlines(group), keep_nested=False)
     assert sorted(kept.r.tolist()) == [20, 20]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from sam_droplet.engine.filters import DEFAULT_FILTERS, PRESETS, apply_filters, resolve_filters
+from sam_droplet.engine.instances import Instance
+from sam_droplet.engine.measure import measure_droplets
 from sam_droplet.errors import InvalidOptions
-from sam_droplet.filters import DEFAULT_FILTERS, PRESETS, apply_filters, resolve_filters
-from sam_droplet.instances import Instance
-from sam_droplet.measure import measure_droplets
 
 
 def disk(r):

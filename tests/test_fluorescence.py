@@ -4,6 +4,7 @@ through the functions, the API and the CLI, on generated pairs with known answer
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import math
@@ -13,9 +14,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sam_droplet import synthetic
 from sam_droplet.cli import main as cli_main
-from sam_droplet.fluorescence import classify_positive, ddpcr_statistics, occupancy
+from sam_droplet.engine.fluorescence import classify_positive, ddpcr_statistics, occupancy
+from sam_droplet.tools import synthetic
 
 from .conftest import png_bytes
 
@@ -198,8 +199,26 @@ def test_cli_with_fluorescence(pair, tmp_path):
     assert rc == 0
     body = json.loads((out / "sample.json").read_text())
     assert body["summary"]["ddpcr"]["k"] == sum(d["positive"] for d in body["droplets"]) > 0
-    summary = (out / "summary.csv").read_text().splitlines()
-    assert "positives" in summary[0] and "lambda" in summary[0] and "copies_per_ul" in summary[0]
+    (row,) = list(csv.DictReader((out / "summary.csv").open()))
+    assert int(row["positive"]) == body["summary"]["ddpcr"]["k"] and float(row["lambda"]) > 0
+    assert float(row["copies_per_ul"]) > 0 and row["threshold_method"] == "otsu"
+
+
+def test_fluorescence_through_the_library_and_past_16_bit_ids(pair):
+    """sd.segment measures the channel; ids beyond 65,535 change nothing (labels are 32-bit)."""
+    import sam_droplet as sd
+    from sam_droplet.engine.fluorescence import measure_fluorescence
+    from sam_droplet.engine.instances import paint_labels
+
+    reference = sd.segment(pair.brightfield.image, fluorescence=pair.fluorescence, um_per_px=1.0)
+    assert reference.summary["ddpcr"]["k"] == sum(d.fluorescence["positive"] for d in reference.droplets) > 0
+    many = sd.segment(pair.brightfield.image, um_per_px=1.0)
+    for d in many.found:
+        d.id += 70_000
+    labels = paint_labels([d.instance for d in many.found], many.shape, [d.id for d in many.found])
+    population = measure_fluorescence(many.found, labels, pair.fluorescence, um_per_px=1.0)
+    assert [d.fluorescence for d in many.found] == [d.fluorescence for d in reference.found]
+    assert population["ddpcr"] == reference.summary["ddpcr"]
 
 
 # -- the team's real pair ---------------------------------------------------------------------------
@@ -230,7 +249,7 @@ def test_real_ddpcr_pair_and_cells(shared_data, client):
 def test_threshold_ignores_droplets_far_below_their_background():
     """Two droplets measured on a burned-in scale bar (corrected means of -200) must not pull the
     automatic threshold between themselves and all the others."""
-    from sam_droplet.fluorescence import classify_positive
+    from sam_droplet.engine.fluorescence import classify_positive
 
     rng = np.random.default_rng(0)
     negatives, positives = rng.normal(5, 3, 600), rng.normal(80, 10, 20)

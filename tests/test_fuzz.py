@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from sam_droplet.config import Config
-from sam_droplet.factory import create_app
+from sam_droplet.web import create_app
+from sam_droplet.web.config import Config
 
 from .fuzz_cases import Case, cases, send
+
+pytestmark = pytest.mark.system
 
 EXPECTED_4XX = {400, 413, 415}
 

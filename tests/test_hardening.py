@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from sam_droplet.config import Config
 from sam_droplet.errors import ConfigError
-from sam_droplet.factory import create_app
-from sam_droplet.logs import configure_logging
+from sam_droplet.web import create_app
+from sam_droplet.web.admission import Admission
+from sam_droplet.web.config import Config
+from sam_droplet.web.logs import configure_logging
 
 from .conftest import ROOT
 
@@ -148,7 +149,7 @@ def test_security_headers_on_the_page(client):
 
 
 def test_debug_is_never_on_by_default():
-    assert Config.from_mapping({}).debug is False
+    assert Config.from_mapping({}).server.debug is False
     for path in ("gunicorn.conf.py", "uwsgi.ini", "waitress_config.py", "docker-compose.yml"):
         text = (ROOT / path).read_text().lower()
         assert "flask_debug=true" not in text.replace(" ", "") and "debug = true" not in text, path
@@ -176,8 +177,6 @@ def test_queue_full_answers_503_with_retry_after(classical_engine, small_png):
 
 
 def test_waiting_requests_are_served_in_turn():
-    from sam_droplet.admission import Admission
-
     admission = Admission(max_concurrent=1, max_queue=2, timeout_s=10)
     order: list[int] = []
 
@@ -195,31 +194,22 @@ def test_waiting_requests_are_served_in_turn():
     assert sorted(order) == [0, 1, 2] and admission.running == 0 and admission.waiting == 0
 
 
-def test_deadline_stops_a_segmentation_with_504(sam_config, sam_engine, packed_png):
-    from dataclasses import replace
-
-    from sam_droplet.admission import Admission
-
-    app = create_app(replace(sam_config, rate_limit=""), engine=sam_engine)
-    saved = sam_engine.admission
-    sam_engine.admission = Admission(1, 8, timeout_s=0.5)
-    try:
-        r = post(app.test_client(), packed_png, segmenter="sam")
-        assert r.status_code == 504 and r.get_json()["error"]["code"] == "deadline_exceeded"
-        assert "REQUEST_TIMEOUT_S" in r.get_json()["error"]["message"]
-    finally:
-        sam_engine.admission = saved
+def test_deadline_stops_a_segmentation_with_504(sam_engine, packed_png):
+    app = create_app(Config.from_mapping({"RATE_LIMIT": "off", "REQUEST_TIMEOUT_S": "0.5"}), engine=sam_engine)
+    r = post(app.test_client(), packed_png, segmenter="sam")
+    assert r.status_code == 504 and r.get_json()["error"]["code"] == "deadline_exceeded"
+    assert "REQUEST_TIMEOUT_S" in r.get_json()["error"]["message"]
+    assert app.extensions["sam_droplet"].admission.running == 0
+    app = create_app(Config.from_mapping({"RATE_LIMIT": "off"}), engine=sam_engine)
     assert post(app.test_client(), packed_png, segmenter="classical").status_code == 200
 
 
-def test_out_of_memory_answers_503_and_the_next_request_works(sam_config, sam_engine, small_png, monkeypatch):
-    from dataclasses import replace
-
+def test_out_of_memory_answers_503_and_the_next_request_works(sam_engine, small_png, monkeypatch):
     import torch
 
-    from sam_droplet import refine
+    from sam_droplet.sam import refine
 
-    app = create_app(replace(sam_config, rate_limit=""), engine=sam_engine)
+    app = create_app(Config.from_mapping({"RATE_LIMIT": "off"}), engine=sam_engine)
     real = refine.SamRefiner.refine
     calls = {"n": 0}
 
@@ -232,10 +222,10 @@ def test_out_of_memory_answers_503_and_the_next_request_works(sam_config, sam_en
     monkeypatch.setattr(refine.SamRefiner, "refine", failing_once)
     client = app.test_client()
     r = post(client, small_png, segmenter="sam")
-    assert r.status_code == 503 and r.get_json()["error"]["code"] == "overloaded" and r.headers["Retry-After"]
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "out_of_memory" and r.headers["Retry-After"]
     assert "2.00 GiB" not in r.get_data(as_text=True)
     assert post(client, small_png, segmenter="sam").status_code == 200
-    assert sam_engine.admission.running == 0
+    assert app.extensions["sam_droplet"].admission.running == 0
 
 
 # -- observability ---------------------------------------------------------------------------------

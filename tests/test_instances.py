@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from sam_droplet.instances import Instance, instances_from_labels, paint_labels, resolve_overlaps
+from sam_droplet.engine.instances import Instance, instances_from_labels, paint_labels, resolve_overlaps
 
 
 def disk_instance(cx, cy, r, score=0.9, with_geometry=True):

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from sam_droplet import synthetic
-from sam_droplet.bench import original_pipeline, render
-from sam_droplet.eval import main as eval_main
-from sam_droplet.eval import match_instances, pairs_in
-from sam_droplet.throughput import measure_throughput, render_throughput
+from sam_droplet.tools import synthetic
+from sam_droplet.tools.bench import original_pipeline, render
+from sam_droplet.tools.evaluate import main as eval_main
+from sam_droplet.tools.evaluate import match_instances, pairs_in
+from sam_droplet.tools.throughput import measure_throughput, render_throughput
 
 
 def test_match_instances_rules():
@@ -45,12 +45,14 @@ def test_evaluator_cli(tmp_path, capsys):
 
 
 def test_original_pipeline_runs_and_render(sam_engine):
+    # The original's code path on a 4x4 point grid (the benchmark runs 32x32): every stage runs.
     rgb = np.repeat(synthetic.packed_monolayer(shape=(96, 96), radius=10, seed=1).image[:, :, None], 3, axis=2)
-    out = original_pipeline(rgb, sam_engine.model, crop_n_layers=0)
-    assert out["prompts"] == 1024 and {"preprocess", "generate", "postfilter", "serialize"} <= set(out["timing_ms"])
+    out = original_pipeline(rgb, sam_engine.model, crop_n_layers=0, points_per_side=4)
+    assert out["prompts"] == 16 and {"preprocess", "generate", "postfilter", "serialize"} <= set(out["timing_ms"])
+    assert out["masks"] >= out["droplets"] >= 0 and out["payload_bytes"] >= 0
     text = render(
         {
-            "command": "python -m sam_droplet.bench",
+            "command": "sam-droplet-bench",
             "minutes": 1.0,
             "machine": {
                 "cpu": "x",
@@ -95,12 +97,12 @@ def test_original_pipeline_runs_and_render(sam_engine):
 
 def test_throughput_workers_start_together_and_report_every_stage(tmp_path, random_checkpoint):
     image = tmp_path / "packed.png"
-    cv2.imwrite(str(image), synthetic.packed_monolayer(shape=(160, 200), radius=12, seed=2).image)
+    cv2.imwrite(str(image), synthetic.packed_monolayer(shape=(96, 128), radius=12, seed=2).image)
     result = measure_throughput([image], random_checkpoint, workers=2, rounds=2)
     # Two warm workers, two timed passes each over one image.
     assert result.segmented == 4 and result.workers == 2 and result.threads_per_worker >= 1
     assert result.device == "cpu" and result.precision == "fp32"
-    assert result.images_per_second > 0 and result.cpu_seconds_per_image > 0 and result.droplets[0] > 10
+    assert result.images_per_second > 0 and result.cpu_seconds_per_image > 0 and result.droplets[0] > 5
     assert {"decode", "detect", "SAM encode", "SAM decode", "measure"} <= set(result.stages_ms)
     # The workers wait for each other and run side by side: two passes' time (about 2 latencies),
     # not four as one after the other.
@@ -111,7 +113,7 @@ def test_throughput_workers_start_together_and_report_every_stage(tmp_path, rand
 
 
 def test_synthetic_sets_cli_feeds_the_evaluator(tmp_path, capsys):
-    from sam_droplet.synthetic import main as synthetic_main
+    from sam_droplet.tools.synthetic import main as synthetic_main
 
     assert synthetic_main([str(tmp_path), "--seeds", "3-4", "--kinds", "fluorescent,sparse"]) == 0
     assert sorted(p.name for p in (tmp_path / "fluorescent").iterdir()) == [

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sam_droplet.instances import Instance
-from sam_droplet.measure import feret_diameters, measure_droplets, summarize
+from sam_droplet.engine.instances import Instance
+from sam_droplet.engine.measure import feret_diameters, measure_droplets, summarize
 
 
 def disk(radius: float, cx: float = 0.37, cy: float = 0.21) -> np.ndarray:

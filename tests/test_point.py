@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from sam_droplet import synthetic
-from sam_droplet.config import Config
-from sam_droplet.decode import decode_image
-from sam_droplet.image_cache import CachedImage, ImageCache
-from sam_droplet.pipeline import Engine
+from sam_droplet.io.read import decode_image, read_image
+from sam_droplet.pipeline import Engine, ImageContext
+from sam_droplet.tools import synthetic
+from sam_droplet.web import create_app
+from sam_droplet.web.cache import ImageCache
+from sam_droplet.web.config import Config
 
 from .conftest import png_bytes
 
@@ -100,21 +101,34 @@ def test_cached_image_is_served_for_display(client, odd):
     assert client.get("/image/not-a-digest.png").status_code == 404
 
 
-def test_sam_mode_reuses_the_embedding(sam_client, sam_engine, odd):
+def test_sam_mode_reuses_the_embedding(sam_app, sam_engine, odd):
     scene, data = odd
-    body = _segment(sam_client, data)
+    client = sam_app.test_client()
+    cache = sam_app.extensions["sam_droplet"].cache
+    body = _segment(client, data)
     sha = body["image"]["sha256"]
-    entry = sam_engine.image_cache.get(sha)
+    entry = cache.get(sha)
     assert entry is not None and len(entry.encodings) == 1  # kept from the segmentation
-    encoding = next(iter(entry.encodings.values()))
+    (view, encoding), = entry.encodings.items()
     cx, cy = scene.centers[-1]
-    r = sam_client.post("/segment_point", json={"sha256": sha, "x": cx, "y": cy})
+    r = client.post("/segment_point", json={"sha256": sha, "x": cx, "y": cy})
     found = r.get_json()
     assert r.status_code == 200 and found["segmenter"] == "sam"
-    assert "encode" in found["timing_ms"] and found["timing_ms"]["encode"] < 50  # no new encoding
-    assert next(iter(sam_engine.image_cache.get(sha).encodings.values())) is encoding
-    # A random-weight SAM disagrees with the detection, so the detector's droplet is returned.
-    assert found["droplet"] is not None and found["verdict"] in ("sam", "disagrees", "escaped", "empty")
+    # The cached encoding answered: nothing was encoded, and it is still the one in the cache.
+    assert "encode" not in found["timing_ms"] and "decode" in found["timing_ms"]
+    assert cache.get(sha).encodings[view] is encoding
+    # The answer is the engine's for this prompt on that encoding: SAM's own mask when it agrees
+    # with the detection; otherwise (a random-weight SAM) exactly the classical detection.
+    image = read_image(data)
+    known = {"appearance": entry.appearance, "diameter_px": entry.diameter_px}
+    same = sam_engine.segment_from_point(ImageContext(image, {view: encoding}, **known), cx, cy)
+    assert (found["verdict"], found["droplet"]["area_px"]) == (same.verdict, same.droplet.area_px)
+    detector = Engine().segment_from_point(ImageContext(image, **known), cx, cy).droplet
+    if same.verdict == "sam":
+        assert same.droplet.source == "sam"
+    else:
+        assert same.verdict in ("disagrees", "escaped", "empty")  # why SAM's mask was not used
+        assert same.droplet.source == "detector" and same.droplet.area_px == detector.area_px
 
 
 def test_added_droplet_gets_fluorescence(client):
@@ -135,13 +149,13 @@ def test_added_droplet_gets_fluorescence(client):
 
 
 def test_cache_is_bounded_and_least_recently_used():
-    def image(seed: int):
+    def context(seed: int) -> ImageContext:
         arr = np.random.default_rng(seed).integers(0, 255, (256, 256), dtype=np.uint8)
-        return decode_image(png_bytes(arr), 10**8)
+        return ImageContext(decode_image(png_bytes(arr), 10**8))
 
-    first = CachedImage(image(0))
+    first = context(0)
     cache = ImageCache(max_mb=2.5 * first.nbytes / 2**20)  # room for two
-    a, b, c = first, CachedImage(image(1)), CachedImage(image(2))
+    a, b, c = first, context(1), context(2)
     cache.put(a)
     cache.put(b)
     cache.get(a.image.sha256)  # a is now the most recent
@@ -149,17 +163,31 @@ def test_cache_is_bounded_and_least_recently_used():
     assert cache.get(b.image.sha256) is None
     assert cache.get(a.image.sha256) is a and cache.get(c.image.sha256) is c
     assert cache.used_bytes <= cache.max_bytes
-    assert ImageCache(0).put(CachedImage(image(3))) is None  # 0 MB keeps nothing
+    assert ImageCache(0).put(context(3)) is None  # 0 MB keeps nothing
 
 
-def test_cache_off_still_answers_uploads(odd):
-    from sam_droplet.factory import create_app
-
+def test_cache_off_still_answers_uploads(odd, classical_engine):
     scene, data = odd
-    engine = Engine.start(Config(segmenter="classical", image_cache_mb=0))
-    client = create_app(Config(segmenter="classical", image_cache_mb=0), engine=engine).test_client()
+    client = create_app(Config.from_mapping({"IMAGE_CACHE_MB": "0"}), engine=classical_engine).test_client()
     sha = _segment(client, data)["image"]["sha256"]
     assert client.post("/segment_point", json={"sha256": sha, "x": 1, "y": 1}).status_code == 404
     cx, cy = scene.centers[-1]
     r = client.post("/segment_point", data={"file": (io.BytesIO(data), "odd.png"), "x": str(cx), "y": str(cy)})
     assert r.status_code == 200 and r.get_json()["droplet"] is not None
+
+
+def test_point_query_through_the_library(odd):
+    """The engine answers a point query from what a segmentation learnt, without the web layer."""
+    import sam_droplet as sd
+
+    scene, data = odd
+    result = sd.segment(data)
+    context = ImageContext(result.image)
+    context.learn(result)
+    assert context.appearance == "rim" and context.diameter_px == pytest.approx(
+        np.median([d.equivalent_diameter_px for d in result.droplets]), rel=0.1
+    )
+    cx, cy = scene.centers[-1]
+    found = Engine().segment_from_point(context, cx, cy)
+    assert found.verdict == "detector" and found.droplet is not None
+    assert abs(found.droplet.area_px - _true_area(scene)) / _true_area(scene) < 0.05

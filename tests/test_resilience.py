@@ -16,7 +16,7 @@ import requests
 
 from . import servers
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 REDIS = shutil.which("redis-server")
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from sam_droplet.config import Config
+from sam_droplet.engine.instances import Instance
 from sam_droplet.errors import StartupError
-from sam_droplet.factory import create_app
-from sam_droplet.instances import Instance
-from sam_droplet.model import CheckpointError, build_sam, load_sam
 from sam_droplet.pipeline import Engine
-from sam_droplet.refine import SamRefiner, View, plan_views
+from sam_droplet.sam.model import CheckpointError, build_sam, load_sam
+from sam_droplet.sam.refine import SamRefiner, View, plan_views
+from sam_droplet.settings import EngineSettings
+from sam_droplet.web import create_app
+from sam_droplet.web.config import Config
 
 
 def test_random_checkpoint_loads_through_the_server_path(random_checkpoint):
@@ -45,11 +46,11 @@ def test_missing_corrupt_and_mismatched_checkpoints(tmp_path, random_checkpoint)
 
 def test_segmenter_sam_refuses_to_start_without_weights(tmp_path):
     with pytest.raises(StartupError, match=r"SEGMENTER=sam needs SAM: SAM checkpoint not found: .*absent\.pt"):
-        create_app(Config(segmenter="sam", model_path=tmp_path / "absent.pt"))
+        create_app(Config(engine=EngineSettings(segmenter="sam", model_path=tmp_path / "absent.pt")))
 
 
 def test_segmenter_auto_falls_back_to_classical_and_says_so(tmp_path, caplog, small_png):
-    app = create_app(Config(segmenter="auto", model_path=tmp_path / "absent.pt"))
+    app = create_app(Config(engine=EngineSettings(segmenter="auto", model_path=tmp_path / "absent.pt")))
     health = app.test_client().get("/health")
     assert health.status_code == 200
     body = health.get_json()
@@ -59,8 +60,10 @@ def test_segmenter_auto_falls_back_to_classical_and_says_so(tmp_path, caplog, sm
     assert r.status_code == 200 and r.get_json()["segmenter"] == "classical"
 
 
-def test_auto_uses_sam_when_the_checkpoint_loads(sam_config, sam_engine):
-    engine = Engine(Config(**{**sam_config.__dict__, "segmenter": "auto"}), model=sam_engine.model)
+def test_auto_uses_sam_when_the_checkpoint_loads(sam_settings, sam_engine):
+    from dataclasses import replace
+
+    engine = Engine(replace(sam_settings, segmenter="auto"), model=sam_engine.model)
     assert engine.default_segmenter == "sam" and engine.available_segmenters == ["auto", "sam", "classical", "grid"]
 
 
@@ -85,7 +88,7 @@ def test_encoder_and_batched_decoder_shapes(sam_engine):
 
 
 def test_windowed_decoder_equals_the_stock_decoder(sam_engine):
-    from sam_droplet.decoder import WindowedDecoder, stock_low_res
+    from sam_droplet.sam.windowed_decoder import WindowedDecoder, stock_low_res
 
     sam = sam_engine.model.sam
     torch.manual_seed(1)
@@ -203,7 +206,7 @@ def test_classical_still_available_with_a_model(sam_client, small_png):
 def test_grid_with_crop_layers_and_no_masks(sam_engine):
     # The random model's masks all fail SAM's quality thresholds: with crop layers the stock
     # generator then crashes (segment-anything #614); the service answers "no masks" instead.
-    from sam_droplet.grid import segment_grid
+    from sam_droplet.sam.grid import segment_grid
 
     rgb = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     instances, stats = segment_grid(sam_engine.model, rgb, points_per_side=2, crop_n_layers=1)

@@ -1,0 +1,408 @@
+"""Step 2 of detection, per droplet: fitted outlines judged, deduplicated and rasterised.
+
+Proposals are fitted best first (:func:`fit_outlines`); an outline is accepted when enough rays
+show a clear edge, it is regular and most of it lies on one circle; overlapping outlines are
+suppressed (:func:`dedupe_outlines`) and the survivors become masks (:func:`rasterize`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..instances import Instance
+from .boundary import clear_edge, fit_boundaries, sample_rays, smooth_around
+from .params import DetectionParams
+from .proposals import Proposals
+
+__all__ = ["Outlines", "circle_agreement", "dedupe_outlines", "fit_outlines", "outline_quality", "rasterize"]
+
+_GROW = 1.4  # a failed proposal is tried again this much larger
+
+
+
+def outline_quality(
+    radii: np.ndarray, strength: np.ndarray, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Support, smoothed radii and irregularity of fitted outlines.
+
+    A ray supports the outline when its edge is clearly above noise and not much weaker than the
+    outline's typical edge; unsupported rays are bridged from their neighbours.
+
+    Returns:
+        radii (N, rays), valid (N, rays), support (fraction of valid rays) and irregularity (std of
+        the radii beyond half a pixel, over their mean).
+    """
+    rays = radii.shape[1]
+    floor = clear_edge(noise)
+    typical = np.median(strength, axis=1, keepdims=True)
+    valid = (strength >= floor) & (strength >= 0.25 * typical)
+    support = valid.mean(axis=1)
+    # Bridge unsupported rays by circular linear interpolation between supported ones.
+    idx3 = np.arange(3 * rays)
+    good3 = np.tile(valid, 3)
+    prev = np.maximum.accumulate(np.where(good3, idx3, -1), axis=1)[:, rays : 2 * rays]
+    nxt = np.minimum.accumulate(np.where(good3, idx3, 3 * rays)[:, ::-1], axis=1)[:, ::-1][:, rays : 2 * rays]
+    vals3 = np.tile(radii, 3)
+    p_i, n_i = np.clip(prev, 0, 3 * rays - 1), np.clip(nxt, 0, 3 * rays - 1)
+    v_prev, v_next = np.take_along_axis(vals3, p_i, 1), np.take_along_axis(vals3, n_i, 1)
+    pos = np.arange(rays)[None, :] + rays
+    t = np.where(n_i > p_i, (pos - p_i) / np.maximum(n_i - p_i, 1), 0.0)
+    bridged = np.where((prev >= 0) & (nxt < 3 * rays), v_prev + t * (v_next - v_prev), radii)
+    out = np.where(valid.sum(axis=1, keepdims=True) >= 2, bridged, radii)
+    out = (np.roll(out, 1, axis=1) + 2 * out + np.roll(out, -1, axis=1)) / 4
+    mean = out.mean(axis=1)
+    # A digital outline wobbles by about half a pixel whatever the droplet's size: that much spread
+    # is not irregularity.
+    irregularity = np.maximum(out.std(axis=1) - 0.5, 0.0) / np.maximum(mean, 1e-9)
+    return out, valid, support, irregularity
+
+
+def rasterize(cx: float, cy: float, radii: np.ndarray, shape: tuple[int, int]) -> Instance | None:
+    """Mask of a star-shaped outline: pixels whose centre lies within the radius at their angle.
+
+    Args:
+        cx, cy: the centre the rays start from.
+        radii: (rays,) boundary distance on equally spaced rays, the first along +x.
+        shape: (height, width) of the image; the crop is clipped to it.
+    """
+    h, w = shape
+    rays = radii.size
+    reach = float(radii.max())
+    x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, w)
+    y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    dx = np.arange(x0, x1) - cx
+    dy = np.arange(y0, y1)[:, None] - cy
+    d2 = dx * dx + dy * dy
+    # Inside the shortest radius every pixel is in, beyond the longest none is: only the ring
+    # between them needs its angle (most of a large droplet's crop is not in that ring).
+    mask = d2 < float(radii.min()) ** 2
+    ring_y, ring_x = np.nonzero(~mask & (d2 < reach * reach))
+    t = (np.arctan2(dy[ring_y, 0], dx[ring_x]) % (2 * np.pi)) * (rays / (2 * np.pi))
+    k = np.floor(t).astype(int) % rays
+    f = t - np.floor(t)
+    bound = radii[k] * (1 - f) + radii[(k + 1) % rays] * f
+    mask[ring_y, ring_x] = d2[ring_y, ring_x] < bound * bound
+    return Instance(x0=x0, y0=y0, mask=mask).tight()
+
+
+@dataclass
+class Outlines:
+    """Fitted outlines: ray origins (ox, oy), radii per ray (N, rays), centroids, mean radii, scores."""
+
+    ox: np.ndarray
+    oy: np.ndarray
+    radii: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    r: np.ndarray
+    score: np.ndarray
+    rim_fraction: np.ndarray  # fraction of rays whose edge is a rim (dark band), not a step
+    support: np.ndarray  # fraction of rays with a clear edge
+
+    def take(self, index: np.ndarray) -> Outlines:
+        return Outlines(
+            self.ox[index],
+            self.oy[index],
+            self.radii[index],
+            self.cx[index],
+            self.cy[index],
+            self.r[index],
+            self.score[index],
+            self.rim_fraction[index],
+            self.support[index],
+        )
+
+    @classmethod
+    def empty(cls, rays: int) -> Outlines:
+        z = np.zeros(0)
+        return cls(z, z, np.zeros((0, rays)), z, z, z, z, z, z)
+
+    @classmethod
+    def concat(cls, parts: list[Outlines]) -> Outlines:
+        names = ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support")
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in names))
+
+    def replace(self, index: np.ndarray, other: Outlines) -> Outlines:
+        """A copy with the rows at ``index`` replaced by ``other``'s rows."""
+        out = self.take(np.arange(len(self.score)))
+        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support"):
+            getattr(out, name)[index] = getattr(other, name)
+        return out
+
+
+def fit_outlines(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> Outlines:
+    """Fit proposals best first, in batches; keep good outlines, one per droplet.
+
+    After each batch, proposals that fall inside a droplet already outlined (centre within its
+    radius, similar size) are dropped unfitted: most droplets are proposed several times (by each
+    cue and pyramid level), and one good fit is enough.
+    """
+    if len(props) == 0:
+        return Outlines.empty(params.n_rays)
+    # Leaders first: the best proposal of each apparent droplet (proposal-level NMS), then the
+    # others, which are fitted only where no confident outline has appeared yet.
+    leaders = _proposal_leaders(props)
+    rest = np.setdiff1d(np.argsort(-props.score, kind="stable"), leaders, assume_unique=True)
+    rest = rest[np.argsort(-props.score[rest], kind="stable")]
+    order = np.concatenate([leaders, rest])
+    batch = max(256, len(leaders))
+    found: list[Outlines] = []
+    while order.size:
+        current, order = order[:batch], order[batch:]
+        batch = max(256, len(props) // 8)
+        out = _fit_parallel(pyramid, props.take(current), cue, noise, params)
+        found.append(out)
+        sure = out.take(np.flatnonzero(out.score >= 0.85))
+        if order.size and len(sure.score):
+            # Only confident outlines stand for their droplet; a poor one must not stop a better fit.
+            tree = cKDTree(np.stack([sure.cx, sure.cy], axis=1))
+            dist, nearest = tree.query(np.stack([props.cx[order], props.cy[order]], axis=1))
+            ratio = props.r[order] / sure.r[nearest]
+            covered = (dist < 0.5 * sure.r[nearest]) & (ratio > 0.5) & (ratio < 2.0)
+            order = order[~covered]
+    return dedupe_outlines(Outlines.concat(found), keep_nested=params.nested_droplets)
+
+
+def _proposal_leaders(props: Proposals) -> np.ndarray:
+    """Indices of proposals not repeating a better one (centre within half its radius, size
+    within a factor 2), best first."""
+    order = np.argsort(-props.score, kind="stable")
+    tree = cKDTree(np.stack([props.cx, props.cy], axis=1))
+    taken = np.zeros(len(props), dtype=bool)
+    leaders = []
+    for i in order:
+        if taken[i]:
+            continue
+        leaders.append(i)
+        near = np.asarray(tree.query_ball_point((props.cx[i], props.cy[i]), 0.5 * props.r[i]), dtype=np.int64)
+        ratio = props.r[near] / props.r[i]
+        taken[near[(ratio > 0.5) & (ratio < 2.0)]] = True
+    return np.asarray(leaders, dtype=np.int64)
+
+
+def _fit_parallel(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> Outlines:
+    """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
+    workers = params.workers()
+    # Threads pay off on large batches only: small numpy arrays hold the interpreter lock.
+    if workers <= 1 or len(props) < 512:
+        return _fit_refit(pyramid, props, cue, noise, params)
+    parts = np.array_split(np.arange(len(props)), workers)
+    with ThreadPoolExecutor(max_workers=params.workers()) as pool:
+        outs = list(pool.map(lambda idx: _fit_refit(pyramid, props.take(idx), cue, noise, params), parts))
+    return Outlines.concat(outs)
+
+
+def _fit_refit(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> Outlines:
+    """Fit proposals; refit from the outline's own centre and size those that moved away from
+    their proposal (off-centre, or another size) or fell just short of acceptance, keeping the
+    better fit. Rays from the true centre meet the edge square on, so a refit sharpens most fits.
+    Proposals that found edges on few rays are tried again ``_GROW`` times larger. Returns the
+    good outlines."""
+
+    def retry(first: Outlines, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> Outlines:
+        """Fit the rows ``idx`` again from (cx, cy, r); keep whichever fit scores higher."""
+        if not idx.size:
+            return first
+        second = _fit_once(pyramid, Proposals(cx, cy, r, props.score[idx]), cue, noise, params)
+        better = second.score > first.score[idx]
+        return first.replace(idx[better], second.take(np.flatnonzero(better)))
+
+    first = _fit_once(pyramid, props, cue, noise, params)
+    moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.1 * props.r) | (
+        np.abs(first.r / props.r - 1.0) > 0.15
+    )
+    # Refit only outlines worth it: edges found on half the rays at least.
+    idx = np.flatnonzero((moved | (first.score == 0)) & (first.r > 0) & (first.support >= 0.5))
+    first = retry(first, idx, first.cx[idx], first.cy[idx], first.r[idx])
+    # A proposal much smaller than its droplet (a bright core, a piece of interior) sends rays that
+    # end before the edge: where the fit found edges on few rays, try the proposal larger once.
+    idx = np.flatnonzero((first.score == 0) & (first.support < 0.5))
+    first = retry(first, idx, props.cx[idx], props.cy[idx], _GROW * props.r[idx])
+    ok = first.score > 0
+    ok &= 2 * first.r >= params.min_diameter_px
+    if params.max_diameter_px is not None:
+        ok &= 2 * first.r <= params.max_diameter_px
+    return first.take(np.flatnonzero(ok))
+
+
+def _fit_once(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+) -> Outlines:
+    """One boundary fit per proposal; score 0 where the fit is not a droplet outline.
+
+    Small droplets get fewer rays (one per 2 px of outline, at least 16): more would cross the
+    same pixels. Every outline is stored with ``params.n_rays`` radii.
+    """
+    n = len(props)
+    rays_needed = np.clip(np.pi * props.r, 16, params.n_rays)
+    levels = np.array(sorted({16, 24, 32, params.n_rays}))
+    rays_of = levels[np.clip(np.searchsorted(levels, rays_needed), 0, len(levels) - 1)]
+    radii = np.zeros((n, params.n_rays))
+    support = np.zeros(n)
+    irregularity = np.zeros(n)
+    rim_fraction = np.zeros(n)
+    edge_rays = np.zeros((n, params.n_rays), dtype=bool)
+    for rays in np.unique(rays_of):
+        idx = np.flatnonzero(rays_of == rays)
+        sub = props.take(idx)
+        profiles, rho = sample_rays(pyramid, sub, int(rays))
+        profiles = smooth_around(profiles, sub.r)
+        rr, strength, is_rim = fit_boundaries(
+            profiles, rho, cue, noise, params.min_fit_support, params.min_rim_fraction if cue == "rim" else 0.0
+        )
+        rr = np.where(np.isnan(rr), sub.r[:, None], rr)  # untraced: hopeless, score 0 below
+        rr, valid, support[idx], irregularity[idx] = outline_quality(rr, strength, noise)
+        rim_fraction[idx] = (is_rim & valid).mean(axis=1)
+        radii[idx] = _resample_around(rr, params.n_rays)
+        edge_rays[idx] = _resample_around(valid.astype(np.float64), params.n_rays) > 0.5
+    score = support * (1.0 - irregularity)
+    ok = (support >= params.min_fit_support) & (irregularity <= params.max_fit_irregularity)
+    ok &= score >= min(params.min_fit_score, params.min_partial_score)
+    if cue == "rim":
+        # A bright-field droplet shows its rim on part of its outline at least; an outline made of
+        # steps only is a speck of debris or a patch of background.
+        ok &= rim_fraction >= params.min_rim_fraction
+    angles = np.linspace(0, 2 * np.pi, params.n_rays, endpoint=False)
+    xs = props.cx[:, None] + radii * np.cos(angles)
+    ys = props.cy[:, None] + radii * np.sin(angles)
+    # A droplet's centre is the centroid of its outline, not the proposal's.
+    cx, cy = xs.mean(axis=1), ys.mean(axis=1)
+    r = np.hypot(xs - cx[:, None], ys - cy[:, None]).mean(axis=1)
+    # Droplets are round: a wobbly outline through texture agrees with no circle. A partial outline
+    # (a droplet half hidden, or half out of focus) is accepted when its clear edges lie on one.
+    check = np.flatnonzero(ok)
+    if check.size:
+        ok[check] = circle_agreement(xs[check], ys[check]) >= params.min_circle_agreement
+    partial = np.flatnonzero(ok & (score < params.min_fit_score))
+    if partial.size:
+        edges = circle_agreement(xs[partial], ys[partial], points=edge_rays[partial])
+        ok[partial] = edges >= params.partial_circle_agreement
+    score = np.where(ok, score, 0.0)
+    return Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support)
+
+
+def circle_agreement(
+    xs: np.ndarray, ys: np.ndarray, points: np.ndarray | None = None, iterations: int = 4
+) -> np.ndarray:
+    """Fraction of each outline's points within max(1.5 px, 5 %) of the radius of its best circle.
+
+    Args:
+        xs, ys: (N, rays) outline points in pixels.
+        points: (N, rays) which points to judge (None: all).
+        iterations: fits; each after the first uses the points closest to the previous circle.
+
+    The circle is fitted algebraically (Kasa) and refitted to the 60 % of points closest to it (or
+    all within tolerance), so a droplet partly hidden behind another agrees on its visible arc.
+    """
+    use = np.ones(xs.shape, dtype=bool) if points is None else points
+    w = use.astype(np.float64)
+    for it in range(iterations):
+        sw = np.maximum(w.sum(axis=1), 1e-9)
+        mx, my = (w * xs).sum(axis=1) / sw, (w * ys).sum(axis=1) / sw
+        u, v = xs - mx[:, None], ys - my[:, None]
+        suu, svv, suv = (w * u * u).sum(1), (w * v * v).sum(1), (w * u * v).sum(1)
+        z = u * u + v * v
+        suz, svz = (w * u * z).sum(1), (w * v * z).sum(1)
+        det = np.where(np.abs(suu * svv - suv**2) > 1e-12, suu * svv - suv**2, 1e-12)
+        a = 0.5 * (suz * svv - svz * suv) / det
+        b = 0.5 * (svz * suu - suz * suv) / det
+        rc = np.sqrt(a * a + b * b + (w * z).sum(1) / sw)
+        res = np.abs(np.hypot(u - a[:, None], v - b[:, None]) - rc[:, None])
+        tol = np.maximum(1.5, 0.05 * rc)[:, None]
+        if it < iterations - 1:
+            # The 60th percentile of the residuals of the points in use (np.nanpercentile is slow).
+            ranked = np.sort(np.where(use, res, np.inf), axis=1)
+            k = np.clip(np.ceil(0.6 * use.sum(axis=1)).astype(int) - 1, 0, res.shape[1] - 1)
+            cut = np.take_along_axis(ranked, k[:, None], axis=1)
+            w = (use & (res <= np.maximum(tol, cut))).astype(np.float64)
+    return ((res <= tol) & use).sum(axis=1) / np.maximum(use.sum(axis=1), 1)
+
+
+def _resample_around(radii: np.ndarray, rays: int) -> np.ndarray:
+    """Radii on ``rays`` equally spaced angles, interpolated circularly from (N, k) radii."""
+    k = radii.shape[1]
+    if k == rays:
+        return radii
+    t = np.arange(rays) * (k / rays)
+    i0 = np.floor(t).astype(int) % k
+    f = t - np.floor(t)
+    return radii[:, i0] * (1 - f) + radii[:, (i0 + 1) % k] * f
+
+
+def _circle_overlap(d: np.ndarray, r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Intersection area of circles with radii r1, r2 whose centres are d apart."""
+    d = np.maximum(d, 1e-9)
+    inside = d <= np.abs(r1 - r2)
+    apart = d >= r1 + r2
+    c1 = np.clip((d**2 + r1**2 - r2**2) / (2 * d * r1), -1, 1)
+    c2 = np.clip((d**2 + r2**2 - r1**2) / (2 * d * r2), -1, 1)
+    lens = (
+        r1**2 * np.arccos(c1)
+        + r2**2 * np.arccos(c2)
+        - 0.5 * np.sqrt(np.clip((-d + r1 + r2) * (d + r1 - r2) * (d - r1 + r2) * (d + r1 + r2), 0, None))
+    )
+    return np.where(apart, 0.0, np.where(inside, np.pi * np.minimum(r1, r2) ** 2, lens))
+
+
+def dedupe_outlines(
+    out: Outlines, max_iou: float = 0.3, max_inside: float = 0.6, keep_nested: bool = False
+) -> Outlines:
+    """Non-maximum suppression: keep the best outlines that do not repeat or swallow a better one.
+
+    An outline goes when it overlaps a better-scored kept one with IoU above ``max_iou``, or when
+    more than ``max_inside`` of either lies inside the other (an outline around a group of droplets,
+    or one around part of a droplet). A small outline inside one at least twice as large is either a
+    droplet seen through it or its content (a cell, a bead): with ``keep_nested``, both stay when
+    the larger is a clear outline; without it, the larger wins whatever the scores (a speck's small
+    round outline easily scores higher than its droplet's). Either way the larger must not be mostly
+    covered by what lies inside it (then it is an outline around a group of droplets). Overlaps are
+    computed on the outlines' equivalent circles.
+    """
+    n = len(out.score)
+    if n < 2:
+        return out
+    tree = cKDTree(np.stack([out.cx, out.cy], axis=1))
+    pairs = tree.query_pairs(r=2.0 * float(out.r.max()), output_type="ndarray")
+    d = np.hypot(out.cx[pairs[:, 0]] - out.cx[pairs[:, 1]], out.cy[pairs[:, 0]] - out.cy[pairs[:, 1]])
+    r1, r2 = out.r[pairs[:, 0]], out.r[pairs[:, 1]]
+    pairs, d, r1, r2 = pairs[d < r1 + r2], d[d < r1 + r2], r1[d < r1 + r2], r2[d < r1 + r2]
+    inter = _circle_overlap(d, r1, r2)
+    a1, a2 = np.pi * r1**2, np.pi * r2**2
+    inside = inter / np.minimum(a1, a2) > max_inside
+    clash = (inter / (a1 + a2 - inter) > max_iou) | inside
+    big = np.where(r1 >= r2, pairs[:, 0], pairs[:, 1])
+    small = np.where(r1 >= r2, pairs[:, 1], pairs[:, 0])
+    small_inside = inside & (np.minimum(r1, r2) < 0.5 * np.maximum(r1, r2))
+    cover = np.bincount(big[small_inside], weights=np.minimum(a1, a2)[small_inside], minlength=n)
+    container = cover / (np.pi * out.r**2) < 0.3
+    # Pairs where only the larger outline can remove the smaller (its content).
+    one_way = np.zeros(len(pairs), dtype=bool)
+    if keep_nested:
+        clash &= ~(small_inside & (container & (out.score >= 0.8))[big])
+    else:
+        one_way = clash & small_inside & container[big]
+    rivals: list[list[int]] = [[] for _ in range(n)]
+    for i, j in pairs[clash & ~one_way].tolist():
+        rivals[i].append(j)
+        rivals[j].append(i)
+    for b, s in zip(big[one_way].tolist(), small[one_way].tolist(), strict=True):
+        rivals[s].append(b)
+    kept = np.zeros(n, dtype=bool)
+    for i in np.argsort(-out.score, kind="stable").tolist():
+        if not any(kept[j] for j in rivals[i]):
+            kept[i] = True
+    # Content kept before its (lower-scored) container was reached goes now.
+    kept[small[one_way][kept[big[one_way]]]] = False
+    return out.take(np.flatnonzero(kept))

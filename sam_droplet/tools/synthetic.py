@@ -1,0 +1,477 @@
+"""Synthetic droplet micrographs with exact instance labels.
+
+Every generator returns a :class:`SyntheticImage`: the rendered picture, a uint16 label image
+(0 = background, ``i + 1`` = droplet ``i``) and the true centres and radii. The pictures imitate what
+the service sees in practice: bright-field droplets with a dark refraction rim (packed hexagonal
+monolayers and sparse polydisperse emulsions), bright fluorescent disks on a dark background, dense
+small droplets, all under an illumination gradient with sensor noise.
+
+A pixel belongs to a droplet when its centre lies inside the droplet's circle, so the labels are the
+ground truth the detector and the evaluator score against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "EVALUATION_SETS",
+    "FluorescencePair",
+    "SyntheticImage",
+    "dense_small",
+    "fluorescence_pair",
+    "fluorescent_disks",
+    "odd_droplet",
+    "packed_monolayer",
+    "sparse_emulsion",
+    "write_sets",
+]
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """A generated micrograph and its ground truth.
+
+    Attributes:
+        image: rendered picture, uint8 or uint16, HxW (gray) or HxWx3 (RGB).
+        labels: uint16 HxW, 0 = background, ``i + 1`` = droplet ``i``.
+        centers: float (N, 2) droplet centres as (x, y) in pixels.
+        radii: float (N,) droplet radii in pixels.
+        kind: name of the generator.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    centers: np.ndarray
+    radii: np.ndarray
+    kind: str
+
+    @property
+    def count(self) -> int:
+        return len(self.radii)
+
+
+def _illumination(shape: tuple[int, int], strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth multiplicative illumination field: a tilted plane times a radial vignette."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    plane = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)) * strength
+    radial = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) * strength
+    return (1.0 + plane - radial).astype(np.float32)
+
+
+def _finish(
+    canvas: np.ndarray,
+    shape: tuple[int, int],
+    gradient: float,
+    noise: float,
+    rgb: bool,
+    dtype: type,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Apply illumination and noise to a [0, 1] canvas and quantise it."""
+    img = canvas * _illumination(shape, gradient, rng)
+    img = img + rng.normal(0.0, noise, size=img.shape).astype(np.float32)
+    img = np.clip(img, 0.0, 1.0)
+    top = np.iinfo(dtype).max
+    out = np.round(img * top).astype(dtype)
+    if rgb:
+        tint = np.array([1.0, 0.97, 0.93], dtype=np.float32)
+        out = np.clip(out[..., None] * tint, 0, top).astype(dtype)
+    return out
+
+
+def _paint_disks(labels: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> None:
+    """Write each droplet's disk (pixel centres inside the circle) into ``labels``."""
+    h, w = labels.shape
+    for i, ((cx, cy), r) in enumerate(zip(centers, radii, strict=True)):
+        x0, x1 = max(int(np.floor(cx - r)), 0), min(int(np.ceil(cx + r)) + 1, w)
+        y0, y1 = max(int(np.floor(cy - r)), 0), min(int(np.ceil(cy + r)) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        labels[y0:y1, x0:x1][inside] = i + 1
+
+
+def _render_brightfield(
+    canvas: np.ndarray,
+    centers: np.ndarray,
+    radii: np.ndarray,
+    background: float,
+    interior: float,
+    rim_depth: float,
+    rim_width: float,
+) -> None:
+    """Draw bright-field droplets: a lens-brightened interior and a dark refraction rim.
+
+    The rim darkens gradually from the inside (``rim_width``) and ends sharply at the droplet's edge,
+    as in real micrographs: the edge (and the hand-drawn outline of the evaluation sets) sits on the
+    rim's outer flank, where the intensity has climbed a quarter of the way back to the outside.
+    """
+    h, w = canvas.shape
+    outer = 0.9  # width of the rim's sharp outer flank, px
+    offset = 0.536 * outer  # rim minimum this far inside the edge puts the quarter-climb on the edge
+    for (cx, cy), r in zip(centers, radii, strict=True):
+        pad = 3.0
+        x0, x1 = max(int(np.floor(cx - r - pad)), 0), min(int(np.ceil(cx + r + pad)) + 1, w)
+        y0, y1 = max(int(np.floor(cy - r - pad)), 0), min(int(np.ceil(cy + r + pad)) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        signed = dist - r  # < 0 inside
+        inner = min(rim_width, 0.45 * r)
+        rho2 = np.clip(dist / r, 0, 1) ** 2
+        inside_value = interior * (1.0 + 0.06 * (1.0 - rho2))
+        # Anti-aliased coverage of the droplet over the pixel.
+        cover = np.clip(0.5 - signed, 0.0, 1.0)
+        patch = canvas[y0:y1, x0:x1]
+        base = cover * inside_value + (1.0 - cover) * patch
+        x = signed + offset
+        ring = np.where(x < 0, np.exp(-((x / inner) ** 2)), np.exp(-((x / outer) ** 2)))
+        patch[:] = base * (1.0 - rim_depth * ring)
+
+
+def packed_monolayer(
+    shape: tuple[int, int] = (768, 1024),
+    radius: float = 14.0,
+    cv: float = 0.03,
+    gap: float = 1.0,
+    vacancy: float = 0.02,
+    gradient: float = 0.25,
+    noise: float = 0.02,
+    rgb: bool = False,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A packed hexagonal monolayer of bright-field droplets (ddPCR-like).
+
+    Args:
+        shape: image (height, width) in pixels.
+        radius: mean droplet radius in pixels.
+        cv: coefficient of variation of the radii (polydispersity).
+        gap: minimum spacing between neighbouring droplets' edges, in pixels.
+        vacancy: fraction of lattice sites left empty.
+        gradient: strength of the illumination gradient (0 = flat).
+        noise: standard deviation of additive noise, as a fraction of full scale.
+        rgb: return an RGB picture instead of gray.
+        dtype: uint8 or uint16.
+        seed: random seed.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    spacing = 2.0 * radius * (1.0 + 2.5 * cv) + gap
+    row_height = spacing * np.sqrt(3.0) / 2.0
+    offset = rng.uniform(0, spacing, size=2)
+    angle = rng.uniform(-0.15, 0.15)
+    centers = []
+    n_rows = int(np.ceil((h + 2 * spacing) / row_height)) + 2
+    n_cols = int(np.ceil((w + 2 * spacing) / spacing)) + 2
+    for row in range(-1, n_rows):
+        for col in range(-1, n_cols):
+            u = col * spacing + (row % 2) * spacing / 2.0 + offset[0] - spacing
+            v = row * row_height + offset[1] - spacing
+            # Rotate the lattice slightly around the image centre.
+            x = (u - w / 2) * np.cos(angle) - (v - h / 2) * np.sin(angle) + w / 2
+            y = (u - w / 2) * np.sin(angle) + (v - h / 2) * np.cos(angle) + h / 2
+            centers.append((x, y))
+    centers = np.asarray(centers, dtype=np.float64)
+    radii = np.clip(rng.normal(radius, cv * radius, len(centers)), 0.6 * radius, (spacing - gap) / 2)
+    jitter = (spacing - gap) / 2 - radii
+    centers += rng.uniform(-1, 1, centers.shape) * jitter[:, None] * 0.5
+    keep = (
+        (rng.uniform(size=len(centers)) >= vacancy)
+        & (centers[:, 0] + radii > 0)
+        & (centers[:, 0] - radii < w - 1)
+        & (centers[:, 1] + radii > 0)
+        & (centers[:, 1] - radii < h - 1)
+    )
+    centers, radii = centers[keep], radii[keep]
+    canvas = np.full(shape, 0.42, dtype=np.float32)  # the oil between droplets is darker
+    _render_brightfield(canvas, centers, radii, 0.42, 0.62, rim_depth=0.65, rim_width=3.5)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, gradient, noise, rgb, dtype, rng)
+    return _relabel(image, labels, centers, radii, "packed_monolayer")
+
+
+def _place_sparse(
+    shape: tuple[int, int],
+    n: int,
+    r_min: float,
+    r_max: float,
+    min_gap: float,
+    rng: np.random.Generator,
+    max_tries: int = 20000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random sequential placement of non-overlapping circles, radii log-uniform."""
+    h, w = shape
+    centers: list[tuple[float, float]] = []
+    radii: list[float] = []
+    tries = 0
+    while len(radii) < n and tries < max_tries:
+        tries += 1
+        r = float(np.exp(rng.uniform(np.log(r_min), np.log(r_max))))
+        x, y = rng.uniform(-0.5 * r, w - 1 + 0.5 * r), rng.uniform(-0.5 * r, h - 1 + 0.5 * r)
+        if radii:
+            c = np.asarray(centers)
+            d = np.hypot(c[:, 0] - x, c[:, 1] - y)
+            if np.any(d < np.asarray(radii) + r + min_gap):
+                continue
+        centers.append((x, y))
+        radii.append(r)
+    return np.asarray(centers, dtype=np.float64).reshape(-1, 2), np.asarray(radii, dtype=np.float64)
+
+
+def sparse_emulsion(
+    shape: tuple[int, int] = (768, 1024),
+    n: int = 60,
+    r_min: float = 6.0,
+    r_max: float = 60.0,
+    min_gap: float = 3.0,
+    gradient: float = 0.3,
+    noise: float = 0.02,
+    rgb: bool = True,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """Sparse polydisperse bright-field droplets on a bright background.
+
+    The droplet interior has nearly the background's brightness, so only the dark rim tells a droplet
+    from its surroundings, as in a real bright-field emulsion.
+    """
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, r_min, r_max, min_gap, rng)
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    _render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, gradient, noise, rgb, dtype, rng)
+    return _relabel(image, labels, centers, radii, "sparse_emulsion")
+
+
+def fluorescent_disks(
+    shape: tuple[int, int] = (768, 1024),
+    n: int = 80,
+    r_min: float = 8.0,
+    r_max: float = 30.0,
+    min_gap: float = 0.0,
+    background: float = 0.06,
+    brightness: tuple[float, float] = (0.45, 0.9),
+    gradient: float = 0.3,
+    noise: float = 0.015,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """Bright fluorescent droplets on a dark background; neighbours may touch (``min_gap=0``)."""
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, r_min, r_max, min_gap, rng)
+    h, w = shape
+    canvas = np.full(shape, background, dtype=np.float32)
+    for (cx, cy), r in zip(centers, radii, strict=True):
+        level = rng.uniform(*brightness)
+        x0, x1 = max(int(np.floor(cx - r - 2)), 0), min(int(np.ceil(cx + r + 2)) + 1, w)
+        y0, y1 = max(int(np.floor(cy - r - 2)), 0), min(int(np.ceil(cy + r + 2)) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        signed = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - r
+        cover = np.clip(0.5 - signed / 1.2, 0.0, 1.0)  # slightly soft optical edge
+        patch = canvas[y0:y1, x0:x1]
+        patch[:] = np.maximum(patch, background + cover * (level - background))
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, gradient, noise, False, dtype, rng)
+    return _relabel(image, labels, centers, radii, "fluorescent_disks")
+
+
+def dense_small(
+    shape: tuple[int, int] = (512, 512),
+    radius: float = 4.5,
+    cv: float = 0.05,
+    gradient: float = 0.2,
+    noise: float = 0.015,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A packed monolayer of small droplets (under 10 px across)."""
+    image = packed_monolayer(
+        shape=shape, radius=radius, cv=cv, gap=1.0, vacancy=0.01, gradient=gradient, noise=noise, seed=seed
+    )
+    return SyntheticImage(image.image, image.labels, image.centers, image.radii, "dense_small")
+
+
+def odd_droplet(
+    shape: tuple[int, int] = (480, 640),
+    radius: float = 30.0,
+    spacing: float = 120.0,
+    odd_level: float = 0.35,
+    seed: int = 1,
+) -> SyntheticImage:
+    """A grid of bright-field droplets with rims, the last one dyed: uniformly dark, without a rim.
+
+    A detector that has chosen the rim model for the image misses the dyed droplet; the page's
+    "add a droplet" click has to find it. The dyed droplet is the last label.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    xs = np.arange(spacing * 2 / 3, w - radius, spacing)
+    ys = np.arange(spacing * 2 / 3, h - radius, spacing)
+    centers = np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
+    radii = np.full(len(centers), radius)
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    _render_brightfield(canvas, centers[:-1], radii[:-1], 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    canvas[labels == len(centers)] = odd_level
+    image = _finish(canvas, shape, 0.2, 0.02, False, np.uint8, rng)
+    return SyntheticImage(image, labels, centers, radii, "odd_droplet")
+
+
+def _relabel(
+    image: np.ndarray, labels: np.ndarray, centers: np.ndarray, radii: np.ndarray, kind: str
+) -> SyntheticImage:
+    """Drop droplets that left no pixel in the image and renumber the rest 1..N."""
+    present = np.unique(labels)
+    present = present[present > 0]
+    lut = np.zeros(len(radii) + 1, dtype=np.uint16)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
+    idx = present.astype(np.int64) - 1
+    return SyntheticImage(image, lut[labels], centers[idx], radii[idx], kind)
+
+
+@dataclass(frozen=True)
+class FluorescencePair:
+    """A bright-field picture and a registered fluorescence picture of the same droplets.
+
+    Attributes:
+        brightfield: the bright-field picture with its labels, centres and radii.
+        fluorescence: uint16 HxW fluorescence picture.
+        positive: bool (N,), droplet ``i`` (label ``i + 1``) is uniformly bright.
+        objects: int (N,), fluorescent objects (spots) placed inside droplet ``i``.
+    """
+
+    brightfield: SyntheticImage
+    fluorescence: np.ndarray
+    positive: np.ndarray
+    objects: np.ndarray
+
+
+def fluorescence_pair(
+    shape: tuple[int, int] = (512, 640),
+    n: int = 40,
+    positive_fraction: float = 0.25,
+    objects_mean: float = 0.0,
+    spot_sigma: float = 1.5,
+    seed: int = 0,
+) -> FluorescencePair:
+    """Sparse bright-field droplets and their fluorescence: positives uniformly bright (ddPCR), and
+    Poisson-distributed compact objects (cells, beads) as Gaussian spots away from the rims.
+
+    Intensities (16-bit counts): background 400, negative droplets 600, positive droplets 2400,
+    spot peaks +3000; Gaussian noise of 40 counts.
+    """
+    rng = np.random.default_rng(seed)
+    bf = sparse_emulsion(shape=shape, n=n, r_min=14, r_max=30, min_gap=8.0, seed=seed)
+    count = bf.count
+    positive = np.zeros(count, bool)
+    positive[rng.choice(count, round(positive_fraction * count), replace=False)] = True
+    objects = rng.poisson(objects_mean, count) if objects_mean > 0 else np.zeros(count, np.int64)
+    fl = np.full(shape, 400.0, np.float32)
+    fl[bf.labels > 0] = 600.0
+    for i in np.flatnonzero(positive):
+        fl[bf.labels == i + 1] = 2400.0
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    for i in range(count):
+        (cx, cy), r = bf.centers[i], bf.radii[i]
+        placed: list[tuple[float, float]] = []
+        while len(placed) < objects[i]:
+            a, d = rng.uniform(0, 2 * np.pi), (r - 4 * spot_sigma) * np.sqrt(rng.uniform(0, 1))
+            x, y = cx + d * np.cos(a), cy + d * np.sin(a)
+            if all((x - px) ** 2 + (y - py) ** 2 > (5 * spot_sigma) ** 2 for px, py in placed):
+                placed.append((x, y))
+        for x, y in placed:
+            x0, x1, y0, y1 = int(x) - 8, int(x) + 9, int(y) - 8, int(y) + 9
+            fl[y0:y1, x0:x1] += 3000.0 * np.exp(
+                -((xx[y0:y1, x0:x1] - x) ** 2 + (yy[y0:y1, x0:x1] - y) ** 2) / (2 * spot_sigma**2)
+            )
+    fl += rng.normal(0, 40, shape).astype(np.float32)
+    return FluorescencePair(bf, np.clip(fl, 0, 65535).astype(np.uint16), positive, objects)
+
+
+# The generators scored by the evaluator and the benchmark, by set name.
+EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
+    "packed": packed_monolayer,
+    "sparse": sparse_emulsion,
+    "fluorescent": fluorescent_disks,
+    "dense_small": dense_small,
+}
+
+
+def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write evaluation sets the evaluator reads: ``<folder>/<kind>/<seed>.png`` and ``<seed>_labels.png``.
+
+    Args:
+        folder: where to write (created).
+        seeds: random seeds; one image per seed and kind.
+        kinds: set names (default: all of ``packed``, ``sparse``, ``fluorescent``, ``dense_small``).
+
+    Returns:
+        The folder of each kind.
+    """
+    import cv2
+
+    kinds = list(kinds) if kinds is not None else list(EVALUATION_SETS)
+    unknown = sorted(set(kinds) - set(EVALUATION_SETS))
+    if unknown:
+        raise ValueError(f"unknown synthetic sets {unknown}; choose from {sorted(EVALUATION_SETS)}")
+    seeds = list(seeds)
+    out = {}
+    for kind in kinds:
+        sub = Path(folder) / kind
+        sub.mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            img = EVALUATION_SETS[kind](seed=seed)
+            pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image  # OpenCV writes BGR
+            cv2.imwrite(str(sub / f"{seed}.png"), pixels)
+            cv2.imwrite(str(sub / f"{seed}_labels.png"), img.labels)
+        out[kind] = sub
+    return out
+
+
+def _seeds(text: str) -> list[int]:
+    """``1,2,5`` or ``2-13`` (inclusive) or a mix."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sam-droplet-synthetic",
+        description="Write synthetic evaluation sets (images and exact labels) for sam-droplet-evaluate.",
+    )
+    parser.add_argument("folder", type=Path, help="output folder; one subfolder per set")
+    parser.add_argument("--seeds", type=_seeds, default=[1, 2], help="e.g. 1,2 or 2-13 (default 1,2)")
+    parser.add_argument("--kinds", default=",".join(EVALUATION_SETS), help="comma-separated set names")
+    args = parser.parse_args(argv)
+    try:
+        written = write_sets(args.folder, args.seeds, [k for k in args.kinds.split(",") if k])
+    except ValueError as exc:
+        parser.error(str(exc))
+    for sub in written.values():
+        print(f"{sub}  ({len(args.seeds)} images)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

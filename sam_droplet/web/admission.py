@@ -1,0 +1,101 @@
+"""Backpressure: a bounded number of segmentations at once, a bounded queue, a deadline for each.
+
+A segmentation holds the model, a few hundred MB and every core for seconds; accepting more than
+the process can run only grows memory and latency until clients time out. :class:`Admission` lets
+``max_concurrent`` run, lets ``max_queue`` wait, and refuses the rest at once with
+:class:`Overloaded` (HTTP 503 with Retry-After). Each admitted request gets a :class:`Deadline`
+whose ``check`` the pipeline calls between stages and SAM batches (:class:`DeadlineExceeded`, HTTP 504).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import DeadlineExceeded, Overloaded
+
+__all__ = ["Admission", "Deadline"]
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point in ``time.monotonic()`` seconds after which the request's work stops."""
+
+    at: float
+    budget_s: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    @property
+    def remaining_s(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, stage: str = "") -> None:
+        """Raise :class:`DeadlineExceeded` when the deadline has passed."""
+        if time.monotonic() > self.at:
+            where = f" during {stage}" if stage else ""
+            raise DeadlineExceeded(
+                f"the segmentation took longer than {self.budget_s:g} s (REQUEST_TIMEOUT_S) and was stopped{where}; "
+                "try a smaller image or the classical segmenter"
+            )
+
+
+class Admission:
+    """At most ``max_concurrent`` segmentations at once and ``max_queue`` waiting (thread-safe)."""
+
+    def __init__(self, max_concurrent: int = 1, max_queue: int = 8, timeout_s: float = 300.0) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self._slots = threading.Semaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self.running = 0
+
+    def _retry_after(self) -> int:
+        # About one segmentation's time per request ahead, at least a few seconds.
+        return max(2, min(60, 3 * (self.waiting + 1) // self.max_concurrent))
+
+    @contextmanager
+    def slot(self) -> Iterator[Deadline]:
+        """Wait for a slot (within the deadline) and hold it; yields the request's deadline.
+
+        Raises:
+            Overloaded: the queue is full, or no slot freed before the deadline.
+        """
+        deadline = Deadline.after(self.timeout_s)
+        with self._lock:
+            if not self._slots.acquire(blocking=False):
+                if self.waiting >= self.max_queue:
+                    raise Overloaded(
+                        f"the service is busy ({self.running} running, {self.waiting} waiting); try again shortly",
+                        retry_after_s=self._retry_after(),
+                    )
+                self.waiting += 1
+                queued = True
+            else:
+                queued = False
+        if queued:
+            try:
+                acquired = self._slots.acquire(timeout=max(0.0, deadline.remaining_s))
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            if not acquired:
+                raise Overloaded(
+                    f"no segmentation slot freed within {self.timeout_s:g} s (REQUEST_TIMEOUT_S); try again later",
+                    retry_after_s=self._retry_after(),
+                )
+        with self._lock:
+            self.running += 1
+        try:
+            yield deadline
+        finally:
+            with self._lock:
+                self.running -= 1
+            self._slots.release()

@@ -1,0 +1,93 @@
+"""Errors only the web service raises, and the one place where errors become HTTP status codes.
+
+The library's errors (:mod:`sam_droplet.errors`) describe bad input and work that cannot be done;
+the service adds what only a server meets (keys, busy slots, deadlines, its image cache) and maps
+every error class to a status code and a JSON body ``{success: false, error: {code, message}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+
+from ..errors import (
+    DropletError,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidOptions,
+    NotReady,
+    OutOfMemory,
+    UnsupportedImageType,
+)
+
+__all__ = ["STATUS", "DeadlineExceeded", "NotCached", "Overloaded", "Unauthorized", "error_response", "respond_to"]
+
+
+class NotCached(DropletError):
+    """The image named by its SHA-256 is no longer in this process's cache: send the image again."""
+
+    code = "image_not_cached"
+
+
+class Unauthorized(DropletError):
+    """No valid API key where one is required."""
+
+    code = "unauthorized"
+
+
+class Overloaded(DropletError):
+    """Too many segmentations waiting, or a slot did not free in time; ``retry_after_s`` says when
+    to try again."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(DropletError):
+    """A segmentation ran past REQUEST_TIMEOUT_S and was stopped."""
+
+    code = "deadline_exceeded"
+
+
+STATUS: dict[type[DropletError], int] = {
+    InvalidImage: 400,
+    InvalidOptions: 400,
+    Unauthorized: 401,
+    NotCached: 404,
+    ImageTooLarge: 413,
+    UnsupportedImageType: 415,
+    NotReady: 503,
+    Overloaded: 503,
+    OutOfMemory: 503,
+    DeadlineExceeded: 504,
+}
+
+# Seconds a client should wait after a device ran out of memory (its memory is freed by then).
+OUT_OF_MEMORY_RETRY_S = 10
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
+    """The JSON error body and status every error of the service answers with."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return jsonify({"success": False, "error": error}), status
+
+
+def respond_to(exc: DropletError) -> tuple[Response, int]:
+    """The answer to a :class:`DropletError`, with Retry-After or WWW-Authenticate where it applies."""
+    message = exc.message
+    if isinstance(exc, OutOfMemory):
+        message = f"{message}; try again, or use a smaller image"
+    response, status = error_response(STATUS.get(type(exc), 400), exc.code, message, exc.details or None)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, OutOfMemory):
+        response.headers["Retry-After"] = str(OUT_OF_MEMORY_RETRY_S)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="sam-droplet"'
+    return response, status

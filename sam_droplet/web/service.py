@@ -1,0 +1,93 @@
+"""What the web layer keeps per process around the engine: admission, the image cache, health.
+
+The engine (:class:`~sam_droplet.pipeline.Engine`) segments; the :class:`Service` decides when
+(admission: how many run and wait, with a deadline each), remembers recent images for point
+queries (:class:`~.cache.ImageCache`), and reports the process's health.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from ..pipeline import Engine
+from .admission import Admission
+from .cache import ImageCache
+from .config import Config
+
+__all__ = ["Service", "service"]
+
+
+@dataclass
+class Service:
+    """The engine and the per-process state of the web layer around it.
+
+    Attributes:
+        config: the configuration; ``config.engine`` is ``engine.settings`` (one source of truth).
+        engine: the engine that segments.
+        admission: segmentations running and waiting, with their deadlines.
+        cache: recent images and their SAM embeddings, for ``/segment_point``.
+        auth_required: whether requests need an API key.
+        started: when the process started serving (``time.time()``).
+    """
+
+    config: Config
+    engine: Engine
+    admission: Admission
+    cache: ImageCache
+    auth_required: bool = False
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def create(cls, config: Config, engine: Engine) -> Service:
+        server = config.server
+        return cls(
+            config=config,
+            engine=engine,
+            admission=Admission(server.max_concurrent, server.max_queue, server.request_timeout_s),
+            cache=ImageCache(server.image_cache_mb),
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Facts for /health: the engine's, the process's memory and CUDA memory, the load."""
+        import psutil
+
+        from .. import __version__
+
+        info: dict[str, Any] = {
+            **self.engine.describe(),
+            "cuda": _cuda_memory(self.engine),
+            "uptime_s": round(time.time() - self.started, 1),
+            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "pid": os.getpid(),
+            "auth_required": self.auth_required,
+            "load": {"running": self.admission.running, "waiting": self.admission.waiting},
+            "version": __version__,
+        }
+        return info
+
+
+def _cuda_memory(engine: Engine) -> dict[str, Any] | None:
+    model = engine.model
+    if model is None or model.device.type != "cuda":
+        return None
+    import torch
+
+    idx = model.device.index or 0
+    free, total = torch.cuda.mem_get_info(idx)
+    return {
+        "name": torch.cuda.get_device_name(idx),
+        "memory_allocated_mb": round(torch.cuda.memory_allocated(idx) / 2**20, 1),
+        "memory_reserved_mb": round(torch.cuda.memory_reserved(idx) / 2**20, 1),
+        "memory_free_mb": round(free / 2**20, 1),
+        "memory_total_mb": round(total / 2**20, 1),
+    }
+
+
+def service() -> Service:
+    """The service of the app handling this request."""
+    return current_app.extensions["sam_droplet"]

@@ -1,0 +1,136 @@
+"""Decoding and validation of uploads: formats, bit depths, channels, orientation, hostile input."""
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from sam_droplet.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from sam_droplet.io.read import decode_image
+
+LIMIT = 10_000_000
+RGB = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+
+
+def encode(array, fmt, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP", "WEBP"])
+def test_formats_rgb_and_gray(fmt):
+    img = decode_image(encode(RGB, fmt), LIMIT)
+    assert img.format == fmt and img.pixels.shape == (40, 56, 3) and img.pixels.dtype == np.uint8
+    gray = decode_image(encode(RGB[..., 0], fmt), LIMIT)
+    if fmt != "WEBP":  # WebP has no gray mode: Pillow stores gray as RGB
+        assert gray.pixels.shape == (40, 56) and gray.channels == 1
+    assert len(img.sha256) == 64 and img.rgb8.shape == (40, 56, 3)
+
+
+def test_lossless_formats_keep_values():
+    for fmt in ("PNG", "TIFF", "BMP"):
+        assert np.array_equal(decode_image(encode(RGB, fmt), LIMIT).pixels, RGB)
+
+
+def test_16bit_gray_png_and_tiff_keep_full_depth():
+    g16 = (np.random.default_rng(1).random((40, 56)) * 65535).astype(np.uint16)
+    png = decode_image(encode(g16, "PNG"), LIMIT)
+    assert png.bit_depth == 16 and np.array_equal(png.pixels, g16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, g16)
+    tif = decode_image(buf.getvalue(), LIMIT)
+    assert tif.bit_depth == 16 and np.array_equal(tif.pixels, g16)
+    # Measurements use these values; the gray view keeps them.
+    assert tif.gray.max() == g16.max()
+    assert tif.rgb8.dtype == np.uint8
+
+
+def test_16bit_colour_png_and_planar_tiff():
+    c16 = (np.random.default_rng(2).random((40, 56, 3)) * 65535).astype(np.uint16)
+    _, png = cv2.imencode(".png", c16[..., ::-1])
+    assert np.array_equal(decode_image(png.tobytes(), LIMIT).pixels, c16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.moveaxis(c16, -1, 0), photometric="rgb", planarconfig="separate")
+    assert np.array_equal(decode_image(buf.getvalue(), LIMIT).pixels, c16)
+
+
+def test_float_tiff_and_rgba():
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.random.default_rng(3).random((40, 56)).astype(np.float32))
+    img = decode_image(buf.getvalue(), LIMIT)
+    assert img.pixels.dtype == np.float32 and img.bit_depth == 32
+    rgba = decode_image(encode(np.dstack([RGB, RGB[..., :1]]), "PNG"), LIMIT)
+    assert rgba.pixels.shape == (40, 56, 3) and rgba.channels == 4 and rgba.has_alpha
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.full((40, 56), np.nan, np.float32))
+    with pytest.raises(InvalidImage, match="NaN"):
+        decode_image(buf.getvalue(), LIMIT)
+
+
+def test_exif_orientation_is_applied():
+    im = Image.fromarray(RGB)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif)
+    assert decode_image(buf.getvalue(), LIMIT).pixels.shape == (56, 40, 3)
+
+
+def test_cmyk_and_palette():
+    assert decode_image(_cmyk(), LIMIT).pixels.shape == (40, 56, 3)
+    palette = Image.fromarray(RGB).convert("P")
+    buf = io.BytesIO()
+    palette.save(buf, "PNG")
+    assert decode_image(buf.getvalue(), LIMIT).pixels.shape == (40, 56, 3)
+
+
+def _cmyk() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(RGB).convert("CMYK").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        (b"", InvalidImage, "empty"),
+        (b"hello, this is text", UnsupportedImageType, "unsupported file type"),
+        (encode(RGB, "GIF"), UnsupportedImageType, "image/gif"),
+        (encode(RGB, "PNG")[:300], InvalidImage, "truncated"),
+        (encode(RGB, "JPEG")[:300], InvalidImage, "truncated"),
+        (b"II*\x00" + b"\x00" * 64, InvalidImage, "TIFF"),
+        (encode(RGB[:1, :1], "PNG"), InvalidImage, "at least 16x16"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error(data, error, message):
+    with pytest.raises(error, match=message):
+        decode_image(data, LIMIT)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [5000, 100_000])
+def test_decompression_bomb_is_refused_from_the_header(side):
+    bomb = _png_header_only(side, side)
+    assert len(bomb) < 200
+    with pytest.raises(ImageTooLarge, match="MAX_IMAGE_PIXELS"):
+        decode_image(bomb, LIMIT)
+
+
+def test_pixel_limit_counts_width_times_height():
+    with pytest.raises(ImageTooLarge, match="56x40 = 2,240 pixels"):
+        decode_image(encode(RGB, "PNG"), 2000)
