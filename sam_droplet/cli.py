@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--channels", metavar="BF,FL", help="bright-field and fluorescence channel of multi-channel files")
     seg.add_argument("--fluorescence-threshold", type=float, help="positive above this corrected mean (default: auto)")
-    seg.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="otsu")
+    seg.add_argument("--threshold-method", choices=tuple(THRESHOLD_METHODS), default="otsu")
     seg.add_argument("--spot-diameter", type=float, default=5.0, help="objects counted per droplet, diameter in px")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)

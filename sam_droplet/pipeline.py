@@ -586,8 +586,8 @@ def load_model(
     if unknown or "segmenter" in settings:
         raise TypeError(f"load_model() got unexpected settings {unknown or ['segmenter']}")
     for name in ("model_type", "device"):
-        env_name, parse = ENGINE_VARIABLES[name]
-        parse(env_name, str(values[name]))  # ConfigError with the accepted values
+        _, parse = ENGINE_VARIABLES[name]
+        values[name] = parse(name, str(values[name]))  # ConfigError naming the argument and what it accepts
     return Engine.start(EngineSettings(segmenter="sam" if required else "auto", **values))
 
 

@@ -7,10 +7,13 @@ and the Kubernetes manifests.
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import re
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -301,3 +304,39 @@ def test_gunicorn_config_never_touches_cuda_in_the_master():
     assert "import torch" not in text and "preload_app = False" in text
     for word in ("def post_fork", "def pre_fork", "max_requests_jitter", "graceful_timeout"):
         assert word in text, word
+
+
+# -- the package as built -----------------------------------------------------------------------------
+
+
+def test_built_wheel_serves_the_page(tmp_path):
+    """`pip wheel .` holds the page (templates and static files are package data), and the app
+    imported from the unpacked wheel, away from the checkout, serves it."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = (tmp_path / "dist").glob("sam_droplet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    page = {"sam_droplet/web/templates/index.html", "sam_droplet/web/static/style.css"}
+    page |= {f"sam_droplet/web/static/js/{p.name}" for p in (ROOT / "sam_droplet/web/static/js").glob("*.js")}
+    assert page <= names, sorted(page - names)
+    assert not any(n.startswith(("tests/", "static/", "templates/")) for n in names)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    check = (
+        "import json, sam_droplet; from sam_droplet.web import create_app; "
+        "c = create_app({'SEGMENTER': 'classical'}).test_client(); "
+        "pages = [c.get(p) for p in ('/', '/static/js/app.js', '/static/js/workbench.js', '/static/style.css')]; "
+        "print(json.dumps([sam_droplet.__file__, [p.status_code for p in pages], b'/static/js/app.js' in pages[0].data]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    file, codes, linked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert file.startswith(str(site)), file  # the wheel's copy, not the checkout's
+    assert codes == [200, 200, 200, 200] and linked

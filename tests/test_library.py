@@ -135,7 +135,7 @@ def test_bad_input_is_refused_clearly(packed):
 def test_required_model_and_check_callback(tmp_path, packed):
     with pytest.raises(sd.StartupError, match="not found"):
         sd.load_model(tmp_path / "absent.pt", required=True)
-    with pytest.raises(sd.ConfigError, match="SAM_MODEL_TYPE"):
+    with pytest.raises(sd.ConfigError, match="model_type='vit_x' is not valid: use one of vit_t"):
         sd.load_model(tmp_path / "absent.pt", model_type="vit_x")
     stages: list[str] = []
     sd.segment(packed.image, check=stages.append)
@@ -173,3 +173,31 @@ def test_python_api_doc_examples_run(tmp_path, packed):
     finally:
         os.chdir(cwd)
     assert (tmp_path / "summary.csv").is_file() and (tmp_path / "overlay.png").is_file()
+
+
+def test_readme_layout_names_every_module():
+    """The README's Layout section matches the folders: every module and script of the package is named."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :]
+    layout = layout[layout.index("```") : layout.index("```", layout.index("```") + 3)]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.suffix not in (".py", ".js") or path.name == "__init__.py" or "__pycache__" in path.parts:
+            continue
+        if path.name not in layout and path.stem not in layout:
+            missing.append(str(path.relative_to(ROOT)))
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    missing += [f"{name}/" for name in sorted(folders) if f"{name}/" not in layout]
+    assert not missing, f"README.md Layout does not name: {missing}"
+
+
+def test_one_source_of_truth_for_settings(classical_engine):
+    """The app's engine settings are its engine's: a config saying otherwise is not kept beside it."""
+    from sam_droplet.settings import EngineSettings
+    from sam_droplet.web import create_app
+    from sam_droplet.web.config import Config
+
+    app = create_app(Config(engine=EngineSettings(segmenter="auto", sam_batch_size=7)), engine=classical_engine)
+    service = app.extensions["sam_droplet"]
+    assert service.config.engine is classical_engine.settings and service.engine is classical_engine
+    assert app.test_client().get("/health").get_json()["segmenter"] == "classical"

@@ -29,11 +29,14 @@ def test_ddpcr_labels_are_16bit_of_the_input_size(client, shared_data):
 
 def test_ddpcr_in_sam_mode_with_a_random_checkpoint(sam_client, shared_data):
     # Timing is real, masks are not: the random model's masks fail the agreement check and the
-    # detector's masks are kept, which this checks along with the whole sam path on a real image.
-    data = (shared_data / "samples" / "ddpcr_original" / "ddPCR_0_0.png").read_bytes()
-    r = sam_client.post("/segment_file", data={"file": (io.BytesIO(data), "d.png")})
+    # detector's masks are kept, which this checks along with the whole sam path on a real image
+    # (its top-left quarter: a quarter of the prompts, the same path).
+    image = cv2.imread(str(shared_data / "samples" / "ddpcr_original" / "ddPCR_0_0.png"), cv2.IMREAD_UNCHANGED)
+    encoded, png = cv2.imencode(".png", image[:512, :512])
+    assert encoded
+    r = sam_client.post("/segment_file", data={"file": (io.BytesIO(png.tobytes()), "d.png")})
     assert r.status_code == 200
     body = r.get_json()
-    assert body["segmenter"] == "sam" and body["num_droplets"] >= 550
+    assert body["segmenter"] == "sam" and body["num_droplets"] >= 120
     sam = body["summary"]["sam"]
-    assert sam["prompts"] >= 550 and sam["sam_masks"] + sum(sam["fallback"].values()) == sam["prompts"]
+    assert sam["prompts"] >= 120 and sam["sam_masks"] + sum(sam["fallback"].values()) == sam["prompts"]

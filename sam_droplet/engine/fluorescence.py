@@ -45,8 +45,8 @@ __all__ = [
     "occupancy",
 ]
 
-# How a positive threshold is chosen when none is given: Otsu's split, or a two-component Gaussian mixture.
-THRESHOLD_METHODS = ("otsu", "gmm")
+# How a positive threshold is chosen when none is given, and how the page names each way.
+THRESHOLD_METHODS = {"otsu": "Otsu", "gmm": "two-component mixture"}
 # The per-droplet fluorescence columns (JSON keys and CSV columns), in order.
 FLUORESCENCE_COLUMNS = ("fl_mean", "fl_max", "fl_integrated", "fl_background", "fl_corrected_mean", "positive", "objects")
 

@@ -262,6 +262,7 @@ def index() -> str:
         segmenters=svc.engine.available_segmenters,
         default_segmenter=svc.engine.default_segmenter,
         presets=PRESETS,
+        threshold_methods=THRESHOLD_METHODS,
         max_upload_mb=svc.config.server.max_upload_mb,
     )
 
