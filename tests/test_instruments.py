@@ -97,12 +97,12 @@ def test_original_pipeline_runs_and_render(sam_engine):
 
 def test_throughput_workers_start_together_and_report_every_stage(tmp_path, random_checkpoint):
     image = tmp_path / "packed.png"
-    cv2.imwrite(str(image), synthetic.packed_monolayer(shape=(96, 128), radius=12, seed=2).image)
+    cv2.imwrite(str(image), synthetic.packed_monolayer(shape=(160, 200), radius=12, seed=2).image)
     result = measure_throughput([image], random_checkpoint, workers=2, rounds=2)
     # Two warm workers, two timed passes each over one image.
     assert result.segmented == 4 and result.workers == 2 and result.threads_per_worker >= 1
     assert result.device == "cpu" and result.precision == "fp32"
-    assert result.images_per_second > 0 and result.cpu_seconds_per_image > 0 and result.droplets[0] > 5
+    assert result.images_per_second > 0 and result.cpu_seconds_per_image > 0 and result.droplets[0] > 10
     assert {"decode", "detect", "SAM encode", "SAM decode", "measure"} <= set(result.stages_ms)
     # The workers wait for each other and run side by side: two passes' time (about 2 latencies),
     # not four as one after the other.
