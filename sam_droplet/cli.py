@@ -62,6 +62,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _channels(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
@@ -79,6 +83,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from .errors import InvalidOptions
     from .io.read import read_channel, read_image
+    from .io.report import page_from_result, report_pdf
     from .io.write import batch_row, render, write_batch_csv
     from .pipeline import Engine, SegmentOptions, segment
     from .settings import EngineSettings
@@ -96,6 +101,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         fluorescence_threshold=args.fluorescence_threshold,
         threshold_method=args.threshold_method,
         spot_diameter_px=args.spot_diameter,
+        contents=True if args.contents else None,
     )
     options.validate()
     channels = _channels(args.channels)
@@ -104,6 +110,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    pages: list[Any] = []  # report pages, with --report
     failures = 0
     for path in tqdm(files, desc="segmenting", unit="image", disable=args.quiet):
         start = time.perf_counter()
@@ -126,7 +133,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             continue
         (out_dir / f"{path.stem}{out.suffix}").write_bytes(out.body)
         rows.append(batch_row(result, str(path), time.perf_counter() - start))
+        if args.report:
+            pages.append(page_from_result(result, path.name))
+            (out_dir / f"{path.stem}_report.pdf").write_bytes(report_pdf(pages[-1:]))
+        if not args.quiet:
+            size, unit = result.summary["size"], result.summary["size"]["unit"]
+            tqdm.write(
+                f"{path.name}: {size['n']} droplets, mean {_number(size['mean'])} {unit}, CV {_number(size['cv'])}, "
+                f"Dv50 {_number(size['dv50'])} {unit}, span {_number(size['span'])}, D[3,2] {_number(size['d32'])} {unit}, "
+                f"{len(result.summary['populations'])} population(s)",
+                file=sys.stderr,
+            )
     write_batch_csv(rows, out_dir / "summary.csv")
+    if args.report and len(pages) > 1:
+        (out_dir / "batch_report.pdf").write_bytes(report_pdf(pages))
     if not args.quiet:
         total = sum(r.get("droplets") or 0 for r in rows)
         print(f"{len(rows) - failures} image(s), {total} droplets -> {out_dir}", file=sys.stderr)
@@ -195,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--fluorescence-threshold", type=float, help="positive above this corrected mean (default: auto)")
     seg.add_argument("--threshold-method", choices=tuple(THRESHOLD_METHODS), default="otsu")
     seg.add_argument("--spot-diameter", type=float, default=5.0, help="objects counted per droplet, diameter in px")
+    seg.add_argument(
+        "--contents", action="store_true", help="count the objects inside each droplet in bright field (as the preset droplets_with_contents does)"
+    )
+    seg.add_argument(
+        "--report", action="store_true", help="also a one-page PDF report per image, and batch_report.pdf for several"
+    )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from .engine.contents import count_contents
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.filters import PRESETS, apply_filters, resolve_filters
-from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence
+from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence, occupancy
 from .engine.instances import resolve_overlaps
 from .engine.measure import Droplet, measure_droplets
 from .engine.point import PointQuery, detect_at_point
@@ -66,6 +67,8 @@ class SegmentOptions:
             chooses one by ``threshold_method``.
         threshold_method: otsu or gmm (two-component Gaussian mixture).
         spot_diameter_px: typical diameter of the objects (cells, beads) counted per droplet.
+        contents: count the objects inside each droplet in bright field; None takes the preset's
+            (``droplets_with_contents`` counts them).
     """
 
     segmenter: str | None = None
@@ -76,6 +79,7 @@ class SegmentOptions:
     fluorescence_threshold: float | None = None
     threshold_method: str = "otsu"
     spot_diameter_px: float = 5.0
+    contents: bool | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidOptions` for values outside what each option accepts."""
@@ -95,6 +99,8 @@ class SegmentOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
                 raise InvalidOptions(f"{name} must be a finite number, got {value!r}")
+        if self.contents is not None and not isinstance(self.contents, bool):
+            raise InvalidOptions(f"contents must be true or false, got {self.contents!r}")
         if not 1 <= self.spot_diameter_px <= 200:
             raise InvalidOptions(f"spot_diameter_px must be from 1 to 200 pixels, got {self.spot_diameter_px!r}")
 
@@ -284,7 +290,8 @@ class Engine:
 
         With ``fluorescence`` (a registered picture of the same field and size), each droplet also
         gets its fluorescence, a positive call and an object count, and the summary the ddPCR and
-        occupancy figures (:mod:`sam_droplet.engine.fluorescence`).
+        occupancy figures (:mod:`sam_droplet.engine.fluorescence`). Without ``um_per_px`` in the
+        options, the pixel size the file records (``image.um_per_px``) calibrates the result.
 
         Raises:
             InvalidOptions, NotReady: the image cannot be segmented as asked.
@@ -301,6 +308,10 @@ class Engine:
         if fluorescence is image and options.appearance is None:
             # Only a fluorescence picture: the droplets are the bright disks on it.
             options = replace(options, appearance="bright")
+        calibration = "request" if options.um_per_px is not None else "none"
+        if options.um_per_px is None and image.um_per_px is not None:
+            # The file's own pixel size (TIFF metadata) calibrates what the caller did not.
+            options, calibration = replace(options, um_per_px=image.um_per_px), "file"
         try:
             result = self._segment(image, options, check, on_encoding)
         except RuntimeError as exc:
@@ -309,6 +320,7 @@ class Engine:
             _free_device_memory()
             log.warning("out of memory during a segmentation of %dx%d: %s", image.width, image.height, exc)
             raise OutOfMemory(f"the device ran out of memory for this {image.width}x{image.height} image") from None
+        result.calibration_source = calibration
         if fluorescence is not None:
             t0 = time.perf_counter()
             population = measure_fluorescence(
@@ -389,6 +401,11 @@ class Engine:
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
         timing["filter"] = (time.perf_counter() - t0) * 1000
+
+        if options.contents if options.contents is not None else PRESETS[preset].count_contents:
+            t0 = time.perf_counter()
+            details["contents"] = _count_contents(droplets, image, options.spot_diameter_px)
+            timing["contents"] = (time.perf_counter() - t0) * 1000
 
         return Result(
             image=image,
@@ -525,6 +542,20 @@ class Engine:
             "suggested_filters": suggested,
             "timing_ms": {"analyze": round((time.perf_counter() - t0) * 1000, 1)},
         }
+
+
+def _count_contents(droplets: list[Droplet], image: ImageData, object_diameter_px: float) -> dict[str, Any]:
+    """Set each droplet's bright-field ``contents``; the occupancy of the kept ones beside Poisson."""
+    from .engine.instances import paint_labels
+
+    if not droplets:
+        return {**occupancy([]), "object_diameter_px": object_diameter_px}
+    labels = paint_labels([d.instance for d in droplets], image.gray.shape, [d.id for d in droplets])
+    areas = count_contents(image.gray, labels, np.array([d.id for d in droplets]), object_diameter_px)
+    for d, found in zip(droplets, areas, strict=True):
+        d.contents = {"count": len(found), "areas_px": found}
+    kept = [d.contents["count"] for d in droplets if d.removed_reason is None]
+    return {**occupancy(np.array(kept, dtype=np.int64)), "object_diameter_px": object_diameter_px}
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

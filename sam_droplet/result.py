@@ -40,6 +40,8 @@ class Result:
         fluorescence_summary: with a fluorescence channel, the population figures (call, ddPCR,
             occupancy); None otherwise.
         fluorescence_image: the fluorescence channel, when one was given.
+        calibration_source: where ``um_per_px`` came from: ``request`` (the caller), ``file`` (the
+            image's metadata) or ``none``.
     """
 
     image: ImageData
@@ -54,6 +56,7 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
     fluorescence_summary: dict[str, Any] | None = None
     fluorescence_image: ImageData | None = None
+    calibration_source: str = "none"
 
     @property
     def droplets(self) -> list[Droplet]:
@@ -92,10 +95,12 @@ class Result:
         return out
 
     def as_dict(self, masks: bool = True) -> dict[str, Any]:
-        """The result as one JSON-ready record: image, segmenter, model, timing, droplets, removed,
-        summary and the filters applied (the web API's ``format=json`` without ``success``)."""
+        """The result as one JSON-ready record: image, calibration, segmenter, model, timing,
+        droplets, removed, summary and the filters applied (the web API's ``format=json`` without
+        ``success``)."""
         return {
             "image": self.image.info(),
+            "calibration": {"um_per_px": self.um_per_px, "source": self.calibration_source},
             "segmenter": self.segmenter,
             "model": self.model,
             "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
@@ -127,6 +132,16 @@ class Result:
         if path is not None:
             Path(path).write_text(json.dumps(coco))
         return coco
+
+    def to_imagej(self, path: str | Path | None = None) -> bytes:
+        """The kept droplets as an ImageJ / Fiji ROI Manager zip (polygon ROIs named by droplet id);
+        also written to ``path``."""
+        from .io.imagej import rois_zip
+
+        data = rois_zip(self.droplets)
+        if path is not None:
+            Path(path).write_bytes(data)
+        return data
 
     def overlay(self, path: str | Path | None = None, show_ids: bool = True) -> np.ndarray:
         """The image as 8-bit RGB with the outlines drawn (kept green, removed red) and the kept

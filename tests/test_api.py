@@ -50,7 +50,7 @@ def test_defaults(client):
     d = client.get("/defaults").get_json()
     assert d["filters"] == {"exclude_edge_touching": True, "circularity_min": 0.6, "outliers": "none"}
     assert "packed_monolayer" in d["presets"] and d["presets"]["default"]["description"]
-    assert set(d["formats"]) == {"json", "csv", "labels", "overlay", "coco"}
+    assert set(d["formats"]) == {"json", "csv", "labels", "overlay", "coco", "imagej", "report"}
     assert d["limits"]["max_upload_mb"] == 8 and d["segmenters"] == ["auto", "classical"]
 
 
@@ -309,3 +309,49 @@ def test_gray_and_rgba_images(client, packed):
     rgba = np.dstack([packed.image] * 3 + [np.full_like(packed.image, 255)])
     body = post_file(client, png_bytes(rgba)).get_json()
     assert body["image"]["channels"] == 4 and body["num_droplets"] > 200
+
+
+def test_health_carries_the_deployment_guides_fields(client):
+    h = client.get("/health").get_json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", h["timestamp"])
+    assert h["gpu_available"] is False and h["gpu_memory"] is None  # no GPU here; allocated/cached on CUDA
+    assert h["memory_usage"] == h["memory_mb"] > 0 and h["cpu_percent"] >= 0
+
+
+def test_imagej_report_and_contents_through_the_api(client, packed_png, tmp_path):
+    import roifile
+
+    r = post_file(client, packed_png, "packed.png", format="imagej")
+    assert r.status_code == 200 and r.mimetype == "application/zip"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="packed_rois.zip"'
+    (tmp_path / "r.zip").write_bytes(r.data)
+    assert len(roifile.roiread(tmp_path / "r.zip")) == int(r.headers["X-Droplet-Count"])
+    r = post_file(client, packed_png, "packed.png", format="report")
+    assert r.status_code == 200 and r.mimetype == "application/pdf" and r.data[:5] == b"%PDF-"
+    body = post_file(client, packed_png, contents="true").get_json()
+    assert "contents" in body["summary"] and "contents" in body["droplets"][0]
+    assert_error(post_file(client, packed_png, contents="maybe"), 400, "invalid_options", "true or false")
+
+
+def test_report_from_the_pages_corrected_droplets(client):
+    overlay = "data:image/png;base64," + base64.b64encode(png_bytes(np.zeros((40, 60, 3), np.uint8))).decode()
+    image = {
+        "file_name": "a.png",
+        "diameters_px": [20.0, 21.0, 19.5, 40.0],
+        "um_per_px": 0.5,
+        "calibration": "file",
+        "overlay": overlay,
+        "positive": [True, False, False, True],
+        "threshold": {"threshold": 12.0, "method": "user"},
+        "objects": [0, 1, 0, 2],
+        "contents": [1, 0, 0, 3],
+        "settings": {"segmenter": "classical", "preset": "default"},
+        "removed": {"edge touching": 2},
+    }
+    r = client.post("/report", json={"images": [image, {**image, "file_name": "b.png"}]})
+    assert r.status_code == 200 and r.mimetype == "application/pdf" and r.data[:5] == b"%PDF-"
+    assert "sam_droplet_batch_report.pdf" in r.headers["Content-Disposition"]
+    assert_error(client.post("/report", json={"images": []}), 400, "invalid_options", "images")
+    assert_error(client.post("/report", json={"images": [{**image, "positive": [True]}]}), 400, "invalid_options", "one value per droplet")
+    assert_error(client.post("/report", json={"images": [{**image, "diameters_px": ["x"]}]}), 400, "invalid_options", "finite")
+    assert_error(client.post("/report", json={"images": [{**image, "colour": 1}]}), 400, "invalid_options", "unknown")

@@ -440,3 +440,90 @@ def test_page_arithmetic_matches_the_server(page, server, odd):
     server_stats = body["summary"]["diameter_px"]
     for key in ("mean", "median", "std", "cv"):
         assert stats[key] == pytest.approx(server_stats[key], rel=1e-4)  # records carry 3 decimals
+    # Size distribution and populations: the page's (live, after corrections) are the server's.
+    from sam_droplet.engine.sizes import size_distribution, size_populations
+
+    rng = np.random.default_rng(0)
+    sets = {
+        "records": [r["equivalent_diameter_px"] for r in body["droplets"]],
+        "ddpcr qc": np.concatenate([rng.normal(40, 1.2, 700), rng.normal(50.4, 1.2, 30), rng.normal(18.6, 0.8, 12)]).tolist(),
+        "bimodal": np.concatenate([rng.normal(20, 0.6, 120), rng.normal(40, 1.2, 80)]).tolist(),
+    }
+    for name, d in sets.items():
+        js = page.evaluate(
+            """async (d) => { const a = await import('/static/js/analysis.js');
+                return [a.sizeDistribution(d, 'px'), a.sizePopulations(d, 'px')]; }""",
+            d,
+        )
+        py = size_distribution(np.array(d), "px"), size_populations(np.array(d), "px")
+        for key, value in py[0].items():
+            assert js[0][key] == (value if not isinstance(value, float) else pytest.approx(value, rel=1e-9)), (name, key)
+        assert [p["n"] for p in js[1]] == [p["n"] for p in py[1]], name
+        for a, b in zip(js[1], py[1], strict=True):
+            assert a["volume_fraction"] == pytest.approx(b["volume_fraction"], rel=1e-9)
+    assert len(size_populations(np.array(sets["ddpcr qc"]), "px")) == 3
+
+
+def test_sizes_contents_calibration_rois_and_reports(page, server, tmp_path):
+    """Issue 19 in the page: the size table and populations as the server computes them, the
+    calibration read from an ImageJ TIFF (and said so), bright-field contents, ImageJ ROIs that
+    give back the droplets' pixels, and PDF reports with the user's corrections."""
+    import subprocess
+
+    import tifffile
+
+    from sam_droplet.io.imagej import labels_from_rois
+
+    scene = synthetic.droplets_with_beads(seed=3, beads_mean=1.2)
+    path = tmp_path / "beads.tif"
+    tifffile.imwrite(path, scene.image.image, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    fields = {"preset": "droplets_with_contents", "spot_diameter_px": "6"}
+    api = requests.post(f"{server}/segment_file", files={"file": (path.name, path.read_bytes())}, data=fields, timeout=120).json()
+    assert api["calibration"] == {"um_per_px": 0.5, "source": "file"}
+    page.goto(server)
+    page.select_option("#preset", "droplets_with_contents")
+    page.fill("#spot-diameter", "6")
+    upload(page, path)
+    # Calibrated from the file, and the page says where the value came from.
+    assert page.input_value("#um-per-px") == "0.5"
+    expect(page.locator("#calibration-source")).to_contain_text("metadata of beads.tif")
+    size = api["summary"]["size"]
+    text = page.inner_text("#size-table").replace("\t", "\n")
+    assert f"Dv50 (µm)\n{size['dv50']:.2f}" in text and f"D[3,2] Sauter (µm)\n{size['d32']:.2f}" in text
+    assert page.locator("#populations tr").count() == len(api["summary"]["populations"]) + 1
+    # Contents in bright field: the page's occupancy is the server's.
+    assert page.is_visible("#contents-panel")
+    observed = [int(t) for t in page.locator("#contents-occupancy tr").nth(1).locator("td").all_inner_texts()]
+    assert observed == api["summary"]["contents"]["observed"]
+    page.select_option("#cumulative-weight", "number")
+    page.locator("#size-panel").screenshot(path=ARTIFACTS / "11_size_panel.png")
+
+    # Remove one droplet by hand: every export below leaves it out.
+    first = api["droplets"][0]
+    page.mouse.click(*screen_point(page, *first["centroid"]))
+    assert count(page) == api["num_droplets"] - 1
+    with page.expect_download() as info:
+        page.click("#export-imagej")
+    zipped = Path(info.value.path()).read_bytes()
+    labels = labels_from_rois(zipped, scene.image.labels.shape)
+    with page.expect_download() as info:
+        page.click("#export-labels")
+    from PIL import Image
+
+    page_labels = np.array(Image.open(info.value.path()))
+    # ROI k is the k-th kept droplet; filled as ImageJ fills it, it is that droplet's pixels exactly.
+    kept_ids = sorted(set(np.unique(page_labels)) - {0})
+    assert len(np.unique(labels)) - 1 == len(kept_ids) == api["num_droplets"] - 1
+    for k, droplet_id in enumerate(kept_ids, start=1):
+        assert np.array_equal(labels == k, page_labels == droplet_id), droplet_id
+
+    for button, pages in (("#export-report", 1), ("#export-batch-report", 1)):
+        with page.expect_download(timeout=120_000) as info:
+            page.click(button)
+        pdf = Path(info.value.path())
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+        png = ARTIFACTS / f"12_{button.lstrip('#')}"
+        subprocess.run(["pdftoppm", "-r", "60", "-png", str(pdf), str(png)], check=True, timeout=60)
+        rendered = sorted(ARTIFACTS.glob(f"{png.name}-*.png"))
+        assert len(rendered) == pages and Image.open(rendered[0]).size[0] > 400
+    expect(page.locator("#message")).to_contain_text("ready")

@@ -57,6 +57,19 @@ def test_segment_folder(image_dir, tmp_path, fmt, suffix, monkeypatch):
         assert "success" not in saved and saved["num_droplets"] == int(rows[1]["droplets"])
 
 
+def test_segment_with_reports_contents_and_imagej(image_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGMENTER", "classical")
+    out = tmp_path / "rep"
+    args = ["segment", str(image_dir), "--out", str(out), "--format", "imagej", "--report", "--contents", "--quiet"]
+    assert main(args) == 0
+    for stem in ("packed", "fluo"):
+        assert (out / f"{stem}_report.pdf").read_bytes()[:5] == b"%PDF-"
+        assert (out / f"{stem}_rois.zip").read_bytes()[:2] == b"PK"
+    assert (out / "batch_report.pdf").read_bytes()[:5] == b"%PDF-"
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert all(r["contents_mean"] != "" and float(r["dv50"]) > 0 and int(r["populations"]) >= 1 for r in rows)
+
+
 def test_segment_reports_bad_files_and_continues(tmp_path, image_dir, monkeypatch, capsys):
     monkeypatch.setenv("SEGMENTER", "classical")
     (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

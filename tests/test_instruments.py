@@ -44,6 +44,25 @@ def test_evaluator_cli(tmp_path, capsys):
     assert total["images"] == 2 and total["f1"] >= 0.95
 
 
+def test_evaluator_reads_imagej_rois_as_ground_truth(tmp_path, capsys):
+    """Ground truth as an ImageJ / Fiji ROI Manager zip beside the image scores as the label image does."""
+    import sam_droplet as sd
+
+    img = synthetic.fluorescent_disks(shape=(240, 320), n=20, seed=0)
+    cv2.imwrite(str(tmp_path / "a.png"), img.image)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    cv2.imwrite(str(labels / "a.png"), img.image)
+    cv2.imwrite(str(labels / "a_labels.png"), img.labels)
+    truth = sd.segment(img.image)  # ROIs of what the detector found: exact masks as ground truth
+    (tmp_path / "a_rois.zip").write_bytes(truth.to_imagej())
+    assert [p.name for _, p in pairs_in(tmp_path)] == ["a_rois.zip"]
+    report = tmp_path / "report.json"
+    assert eval_main([str(tmp_path), "--json", str(report), "--quiet"]) == 0
+    total = json.loads(report.read_text())["total"]
+    assert total["f1"] == 1.0 and total["mean_iou"] == 1.0  # the same masks, read back through ImageJ's format
+
+
 def test_original_pipeline_runs_and_render(sam_engine):
     # The original's code path on a 4x4 point grid (the benchmark runs 32x32): every stage runs.
     rgb = np.repeat(synthetic.packed_monolayer(shape=(96, 96), radius=10, seed=1).image[:, :, None], 3, axis=2)

@@ -134,3 +134,43 @@ def test_decompression_bomb_is_refused_from_the_header(side):
 def test_pixel_limit_counts_width_times_height():
     with pytest.raises(ImageTooLarge, match="56x40 = 2,240 pixels"):
         decode_image(encode(RGB, "PNG"), 2000)
+
+
+@pytest.mark.parametrize(
+    "write, expected",
+    [
+        ({"imagej": True, "resolution": (1 / 0.65, 1 / 0.65), "metadata": {"unit": "um"}}, 0.65),
+        ({"imagej": True, "resolution": (1 / 0.65, 1 / 0.65), "metadata": {"unit": "micron"}}, 0.65),
+        ({"imagej": True, "resolution": (1 / 650, 1 / 650), "metadata": {"unit": "nm"}}, 0.65),
+        ({"ome": True, "metadata": {"PhysicalSizeX": 0.65, "PhysicalSizeXUnit": "µm"}}, 0.65),
+        ({"resolution": (1 / 0.000065, 1 / 0.000065), "resolutionunit": "CENTIMETER"}, 0.65),
+        ({"resolution": (72, 72), "resolutionunit": "INCH"}, None),  # a printing resolution, not a scale
+        ({"imagej": True, "metadata": {"unit": "pixel"}}, None),
+        ({}, None),
+    ],
+)
+def test_pixel_size_from_tiff_metadata(write, expected):
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((64, 64), np.uint16), **write)
+    got = decode_image(buf.getvalue(), 10**8).um_per_px
+    assert got == (pytest.approx(expected, rel=1e-4) if expected else None)
+
+
+def test_an_imagej_tiff_with_a_pixel_size_is_calibrated_without_um_per_px(client, packed):
+    import tifffile
+
+    import sam_droplet as sd
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, packed.image, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    body = client.post("/segment_file", data={"file": (io.BytesIO(buf.getvalue()), "p.tif")}).get_json()
+    assert body["calibration"] == {"um_per_px": 0.5, "source": "file"}
+    d = body["droplets"][0]
+    assert d["equivalent_diameter_um"] == pytest.approx(0.5 * d["equivalent_diameter_px"], rel=1e-4)
+    assert body["summary"]["size"]["unit"] == "um" and body["filters_applied"]["units"] == "um"
+    # The request's own value wins, and says so; a PNG has none.
+    typed = client.post("/segment_file", data={"file": (io.BytesIO(buf.getvalue()), "p.tif"), "um_per_px": "1"})
+    assert typed.get_json()["calibration"] == {"um_per_px": 1.0, "source": "request"}
+    assert sd.segment(packed.image).as_dict(masks=False)["calibration"] == {"um_per_px": None, "source": "none"}

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from pycocotools.coco import COCO
 
 import sam_droplet as sd
 from sam_droplet.engine.instances import Instance, encode_rle
-from sam_droplet.errors import InvalidOptions
+from sam_droplet.errors import InvalidImage, InvalidOptions
 from sam_droplet.io.write import BATCH_COLUMNS, DROPLET_COLUMNS, FORMATS, batch_row, render, write_batch_csv
 
 
@@ -125,3 +126,56 @@ def test_batch_summary_has_one_schema(result, tmp_path):
     write_batch_csv([row, {"file": "broken.png", "error": "not an image"}], path)
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == BATCH_COLUMNS and rows[1]["error"] == "not an image" and rows[1]["droplets"] == ""
+
+
+def test_imagej_rois_give_back_each_droplet(result, tmp_path):
+    """format=imagej: a ROI Manager zip roifile reads, one polygon ROI per kept droplet named by its
+    id; filled as ImageJ fills polygons (pixel centres inside), each is its droplet's mask."""
+    import roifile
+
+    from sam_droplet.io.imagej import labels_from_rois
+
+    out = render(result, "imagej")
+    assert out.mimetype == "application/zip" and out.suffix == "_rois.zip"
+    path = tmp_path / "rois.zip"
+    path.write_bytes(out.body)
+    rois = roifile.roiread(path)
+    assert [r.name for r in rois] == [str(d.id) for d in result.droplets]
+    assert all(r.roitype == roifile.ROI_TYPE.POLYGON for r in rois)
+    labels = labels_from_rois(path, result.shape)
+    for k, d in enumerate(result.droplets, start=1):
+        assert np.array_equal(labels == k, result.labels == d.id), d.id
+    assert result.to_imagej(tmp_path / "again.zip") == out.body
+
+
+def test_imagej_square_is_filled_as_imagej_fills_it(tmp_path):
+    import roifile
+
+    from sam_droplet.io.imagej import labels_from_rois
+
+    square = roifile.ImagejRoi.frompoints([[10, 10], [20, 10], [20, 20], [10, 20]])
+    square.roitype = roifile.ROI_TYPE.POLYGON
+    labels = labels_from_rois(square.tobytes(), (32, 32))
+    assert labels.sum() == 100 and labels[10:20, 10:20].all()  # pixels 10..19: corners at 10 and 20
+    with pytest.raises(InvalidImage, match="no area ROI"):
+        labels_from_rois(roifile.ImagejRoi.frompoints([[1, 1]]).tobytes(), (8, 8))
+
+
+def test_report_is_a_one_page_pdf_with_every_section(result, tmp_path):
+    """format=report: a one-page PDF; rendered to PNG (pdftoppm) for a look (artifacts/reports/)."""
+    import shutil
+    import subprocess
+
+    out = render(result, "report", file_name="packed.png")
+    assert out.mimetype == "application/pdf" and out.body[:5] == b"%PDF-" and out.body.count(b"/Type /Page\n") <= 1
+    text = out.body
+    assert b"sam_droplet" in text
+    if shutil.which("pdftoppm"):
+        folder = Path(__file__).resolve().parent.parent / "artifacts" / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "packed_report.pdf").write_bytes(out.body)
+        subprocess.run(["pdftoppm", "-r", "50", "-png", str(folder / "packed_report.pdf"), str(folder / "packed")], check=True)
+        from PIL import Image
+
+        pages = sorted(folder.glob("packed-*.png"))
+        assert len(pages) == 1 and Image.open(pages[0]).size[1] > Image.open(pages[0]).size[0]  # portrait A4

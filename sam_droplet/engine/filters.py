@@ -84,12 +84,15 @@ class Preset:
         appearance: detector cue (auto, rim, bright, dark).
         nested_droplets: report droplets seen through larger droplets; False makes what lies inside
             a droplet its content (cells, beads), not a droplet of its own.
+        count_contents: count and measure the small objects inside each droplet in bright field
+            (:mod:`sam_droplet.engine.contents`).
     """
 
     description: str
     filters: dict[str, Any]
     appearance: str = "auto"
     nested_droplets: bool = True
+    count_contents: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -106,9 +109,10 @@ PRESETS: dict[str, Preset] = {
         {**DEFAULT_FILTERS, "circularity_min": 0.7},
     ),
     "droplets_with_contents": Preset(
-        "Droplets carrying cells or beads: what lies inside a droplet is its content, not a droplet of its own.",
+        "Droplets carrying cells or beads: what lies inside a droplet is its content, counted per droplet, not a droplet of its own.",
         dict(DEFAULT_FILTERS),
         nested_droplets=False,
+        count_contents=True,
     ),
     "bright_droplets": Preset(
         "Droplets brighter than the background (fluorescence, dark-field).",

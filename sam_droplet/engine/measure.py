@@ -21,6 +21,7 @@ import numpy as np
 from skimage.measure import perimeter_crofton
 
 from .instances import Instance, encode_rle
+from .sizes import size_distribution, size_populations
 
 __all__ = ["Droplet", "feret_diameters", "measure_droplets", "summarize"]
 
@@ -39,6 +40,8 @@ class Droplet:
         removed_reason: why a filter removed it, or None when kept.
         fluorescence: its fluorescence columns (``fl_mean`` ... ``positive``, ``objects``) when a
             fluorescence channel was measured; empty otherwise.
+        contents: the objects it carries, seen in bright field, ``{"count", "areas_px"}``, when
+            they were counted (:mod:`sam_droplet.engine.contents`); None otherwise.
     """
 
     id: int
@@ -65,6 +68,7 @@ class Droplet:
     um_per_px: float | None = None
     removed_reason: str | None = None
     fluorescence: dict[str, Any] = field(default_factory=dict)
+    contents: dict[str, Any] | None = None
 
     def calibrated(self, um_per_px: float) -> dict[str, float]:
         """Lengths in um, area in um^2 and sphere volume in pL."""
@@ -107,6 +111,8 @@ class Droplet:
         if self.um_per_px:
             rec.update({k: round(v, 6) for k, v in self.calibrated(self.um_per_px).items()})
         rec.update(self.fluorescence)
+        if self.contents is not None:
+            rec["contents"] = self.contents
         if self.removed_reason is not None:
             rec["removed_reason"] = self.removed_reason
         if mask:
@@ -252,7 +258,9 @@ def summarize(
     """Population statistics of the kept droplets.
 
     Returns a dict with ``count``; ``diameter_px`` (mean, median, std, cv, min, max), and
-    ``diameter_um`` and ``volume_pl`` when calibrated; ``histogram`` of diameters (in um when
+    ``diameter_um`` and ``volume_pl`` when calibrated; ``size`` (the size distribution, in um when
+    calibrated, else px: :func:`sam_droplet.engine.sizes.size_distribution`) and ``populations``
+    (:func:`sam_droplet.engine.sizes.size_populations`); ``histogram`` of diameters (in um when
     calibrated, else px); ``area_fraction`` (droplet pixels over image pixels); mean circularity;
     ``removed`` counts per reason.
     """
@@ -272,5 +280,8 @@ def summarize(
         out["histogram"] = {"unit": "um", **_histogram(d_um)}
     else:
         out["histogram"] = {"unit": "px", **_histogram(d_px)}
+    unit, sizes = ("um", d_px * um_per_px) if um_per_px else ("px", d_px)
+    out["size"] = size_distribution(sizes, unit)
+    out["populations"] = size_populations(sizes, unit)
     out["removed"] = dict(removed_counts or {})
     return out

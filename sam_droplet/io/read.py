@@ -65,6 +65,8 @@ class ImageData:
         bit_depth: bits per sample (8, 16 or 32).
         channels: samples per pixel in the source, alpha included (1 to 4).
         sha256: hex digest of the file's bytes (for an array: of its shape, dtype and values).
+        um_per_px: the pixel size the file records (TIFF: OME ``PhysicalSizeX``, ImageJ's unit and
+            resolution, or a resolution in centimetres), or None.
     """
 
     pixels: np.ndarray
@@ -72,6 +74,7 @@ class ImageData:
     bit_depth: int
     channels: int
     sha256: str
+    um_per_px: float | None = None
 
     @property
     def height(self) -> int:
@@ -223,8 +226,9 @@ def decode_image(data: bytes, max_pixels: int | None = None, page: int = 0) -> I
             details={"detected": mime, "accepted": sorted(set(SUPPORTED_TYPES.values()))},
         )
     digest = hashlib.sha256(data).hexdigest()
+    um_per_px = None
     if fmt == "TIFF":
-        pixels, bit_depth, channels = _decode_tiff(data, max_pixels, page)
+        pixels, bit_depth, channels, um_per_px = _decode_tiff(data, max_pixels, page)
     else:
         pixels, bit_depth, channels = _decode_pillow(data, fmt, max_pixels)
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
@@ -232,7 +236,7 @@ def decode_image(data: bytes, max_pixels: int | None = None, page: int = 0) -> I
     h, w = pixels.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise InvalidImage(f"the image is {w}x{h} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed")
-    return ImageData(pixels=pixels, format=fmt, bit_depth=bit_depth, channels=channels, sha256=digest)
+    return ImageData(pixels, fmt, bit_depth, channels, digest, um_per_px)
 
 
 def _check_size(width: int, height: int, max_pixels: int | None) -> None:
@@ -344,7 +348,7 @@ def decode_channel(data: bytes, index: int, max_pixels: int | None = None) -> Im
     if not 0 <= index < n:
         raise InvalidOptions(f"channel {index} does not exist: the image has {n} channel(s), numbered from 0")
     plane = image.pixels if image.pixels.ndim == 2 else np.ascontiguousarray(image.pixels[..., index])
-    return ImageData(plane, image.format, image.bit_depth, 1, image.sha256)
+    return ImageData(plane, image.format, image.bit_depth, 1, image.sha256, image.um_per_px)
 
 
 def _tiff_page_count(data: bytes) -> int:
@@ -357,7 +361,59 @@ def _tiff_page_count(data: bytes) -> int:
         return 0
 
 
-def _decode_tiff(data: bytes, max_pixels: int | None, page_index: int = 0) -> tuple[np.ndarray, int, int]:
+# Micrometres per unit of the length units microscope software writes into TIFF metadata.
+_UM_PER_UNIT = {
+    "um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4, "m": 1e6,
+    "meter": 1e6, "å": 1e-4, "angstrom": 1e-4,
+}  # fmt: skip
+
+
+def _tiff_pixel_size(tif: object, page: object) -> float | None:
+    """Micrometres per pixel (along x) recorded in a TIFF, or None.
+
+    In order: OME-XML ``PhysicalSizeX`` (with ``PhysicalSizeXUnit``, default um); ImageJ's
+    ``unit`` with the XResolution tag (pixels per unit); a ResolutionUnit of centimetres. A
+    resolution in inches is a printing resolution (72 or 300 dpi by default), not a scale: ignored.
+    """
+    import xml.etree.ElementTree as ET
+
+    def positive(value: float) -> float | None:
+        return value if value > 0 and np.isfinite(value) else None
+
+    if getattr(tif, "is_ome", False) and tif.ome_metadata:
+        try:
+            root = ET.fromstring(tif.ome_metadata)
+        except ET.ParseError:
+            root = None
+        pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None) if root is not None else None
+        if pixels is not None and pixels.get("PhysicalSizeX"):
+            factor = _UM_PER_UNIT.get(pixels.get("PhysicalSizeXUnit", "µm").strip().lower())
+            try:
+                size = float(pixels.get("PhysicalSizeX"))
+            except ValueError:
+                size = float("nan")
+            if factor is not None:
+                return positive(size * factor)
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    numerator, denominator = tags["XResolution"].value
+    if not numerator or not denominator:
+        return None
+    units_per_px = denominator / numerator
+    metadata = getattr(tif, "imagej_metadata", None) or {}
+    unit = str(metadata.get("unit", "")).strip().lower()
+    if unit in _UM_PER_UNIT:
+        return positive(units_per_px * _UM_PER_UNIT[unit])
+    if "ResolutionUnit" in tags and int(tags["ResolutionUnit"].value) == 3:  # centimetres
+        return positive(units_per_px * 1e4)
+    return None
+
+
+def _decode_tiff(
+    data: bytes, max_pixels: int | None, page_index: int = 0
+) -> tuple[np.ndarray, int, int, float | None]:
     import tifffile
 
     try:
@@ -374,6 +430,7 @@ def _decode_tiff(data: bytes, max_pixels: int | None, page_index: int = 0) -> tu
             _check_size(int(shape.get("X", 0)), int(shape.get("Y", 0)), max_pixels)
             arr = page.asarray()
             orientation = int(page.tags.get("Orientation").value) if "Orientation" in page.tags else 1
+            um_per_px = _tiff_pixel_size(tif, page)
     except (ImageTooLarge, InvalidImage, InvalidOptions):
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
@@ -399,4 +456,4 @@ def _decode_tiff(data: bytes, max_pixels: int | None, page_index: int = 0) -> tu
     else:
         arr = arr.astype(np.float32)
         depth = 32
-    return _orient(arr, orientation), depth, channels
+    return _orient(arr, orientation), depth, channels, um_per_px

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_COLUMNS",
     "CALIBRATED_COLUMNS",
+    "CONTENTS_COLUMNS",
     "DROPLET_COLUMNS",
     "FORMATS",
+    "SIZE_COLUMNS",
     "Rendered",
     "batch_row",
     "coco_dict",
@@ -52,6 +54,8 @@ FORMATS: dict[str, tuple[str, str]] = {
     "labels": ("image/png", "_labels.png"),
     "overlay": ("image/png", "_overlay.png"),
     "coco": ("application/json", "_coco.json"),
+    "imagej": ("application/zip", "_rois.zip"),
+    "report": ("application/pdf", "_report.pdf"),
 }
 
 # Per-droplet CSV columns, units in the names: these, then the calibrated ones when the image is
@@ -81,6 +85,8 @@ DROPLET_COLUMNS = {
     "score": lambda d: round(d.score, 4),
     "source": lambda d: d.source,
 }
+# Bright-field contents (when counted): objects in the droplet, and their total area.
+CONTENTS_COLUMNS = ("contents", "contents_area_px")
 CALIBRATED_COLUMNS = (
     "area_um2",
     "perimeter_um",
@@ -90,6 +96,9 @@ CALIBRATED_COLUMNS = (
     "min_edge_distance_um",
     "volume_pl",
 )
+
+# The size-distribution columns of the batch summary (``summary.size``, in ``size_unit``).
+SIZE_COLUMNS = ("dn10", "dn50", "dn90", "dv10", "dv50", "dv90", "span", "d32", "d43")
 
 # The batch summary: one row per image, the same columns for the command line and the page. The
 # page fills the corrections (removed_by_you, added_by_you); the command line leaves them at 0.
@@ -101,6 +110,7 @@ BATCH_COLUMNS = (
     "removed_by_you",
     "added_by_you",
     "um_per_px",
+    "calibration",
     "diameter_mean_px",
     "diameter_median_px",
     "diameter_sd_px",
@@ -108,6 +118,9 @@ BATCH_COLUMNS = (
     "diameter_mean_um",
     "diameter_median_um",
     "volume_mean_pl",
+    "size_unit",
+    *SIZE_COLUMNS,
+    "populations",
     "fl_threshold",
     "threshold_method",
     "ambiguous",
@@ -124,6 +137,11 @@ BATCH_COLUMNS = (
     "droplets_1",
     "droplets_2",
     "droplets_3plus",
+    "contents_mean",
+    "contents_0",
+    "contents_1",
+    "contents_2",
+    "contents_3plus",
     "seconds",
     "error",
 )
@@ -134,7 +152,13 @@ def droplets_csv(droplets: list[Droplet], um_per_px: float | None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     fluorescence = bool(droplets) and bool(droplets[0].fluorescence)
-    header = [*DROPLET_COLUMNS, *(CALIBRATED_COLUMNS if um_per_px else ()), *(FLUORESCENCE_COLUMNS if fluorescence else ())]
+    contents = bool(droplets) and droplets[0].contents is not None
+    header = [
+        *DROPLET_COLUMNS,
+        *(CALIBRATED_COLUMNS if um_per_px else ()),
+        *(FLUORESCENCE_COLUMNS if fluorescence else ()),
+        *(CONTENTS_COLUMNS if contents else ()),
+    ]
     writer.writerow(header)
     for d in droplets:
         row = [get(d) for get in DROPLET_COLUMNS.values()]
@@ -143,6 +167,8 @@ def droplets_csv(droplets: list[Droplet], um_per_px: float | None) -> str:
             row += [round(cal[c], 6) for c in CALIBRATED_COLUMNS]
         if fluorescence:
             row += [int(v) if isinstance(v, bool) else v for v in (d.fluorescence.get(k) for k in FLUORESCENCE_COLUMNS)]
+        if contents:
+            row += [d.contents["count"], sum(d.contents["areas_px"])]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -237,8 +263,9 @@ def render(result: Result, fmt: str, file_name: str = "image.png", envelope: dic
     Args:
         result: the segmentation.
         fmt: json (the result's record, :meth:`~sam_droplet.result.Result.as_dict`, with the time
-            it took to build in ``timing_ms.serialize``), csv (one row
-            per kept droplet), labels (16-bit label PNG of the kept droplets), overlay (PNG), coco.
+            it took to build in ``timing_ms.serialize``), csv (one row per kept droplet), labels
+            (16-bit label PNG of the kept droplets), overlay (PNG), coco, imagej (a ROI Manager zip
+            of polygon ROIs named by droplet id), report (a one-page PDF).
         file_name: the image's file name, recorded in COCO.
         envelope: keys put first in the JSON (the web API's ``success``); nothing else has them.
 
@@ -260,8 +287,14 @@ def render(result: Result, fmt: str, file_name: str = "image.png", envelope: dic
         body = label_png(result.labels)
     elif fmt == "overlay":
         body = png_bytes(result.overlay())
-    else:
+    elif fmt == "coco":
         body = json.dumps(result.to_coco(file_name=file_name), separators=(",", ":")).encode()
+    elif fmt == "imagej":
+        body = result.to_imagej()
+    else:
+        from .report import page_from_result, report_pdf
+
+        body = report_pdf([page_from_result(result, file_name)])
     return Rendered(body, mimetype, suffix)
 
 
@@ -278,12 +311,25 @@ def batch_row(result: Result, file: str, seconds: float | None = None) -> dict[s
         removed_by_you=0,
         added_by_you=0,
         um_per_px=result.um_per_px,
+        calibration=result.calibration_source,
         diameter_mean_px=d_px["mean"],
         diameter_median_px=d_px["median"],
         diameter_sd_px=d_px["std"],
         cv=d_px["cv"],
         seconds=round(seconds, 3) if seconds is not None else None,
+        size_unit=s["size"]["unit"],
+        populations=len(s["populations"]),
+        **{k: s["size"][k] for k in SIZE_COLUMNS},
     )
+    if "contents" in s:
+        occ = s["contents"]
+        row.update(
+            contents_mean=occ["mean_per_droplet"],
+            contents_0=occ["observed"][0],
+            contents_1=occ["observed"][1],
+            contents_2=occ["observed"][2],
+            contents_3plus=occ["observed"][3],
+        )
     if result.um_per_px:
         row.update(
             diameter_mean_um=s["diameter_um"]["mean"],

@@ -1,8 +1,9 @@
 """Score segmentations against ground-truth label images: ``sam-droplet-evaluate DIR...``
 (or ``python -m sam_droplet.tools.evaluate``).
 
-For every ``<stem>_labels.png`` (uint16, 0 = background) next to ``<stem>.<ext>`` in the given
-folders, the image is segmented by :func:`sam_droplet.segment`, as the server does, and scored. Droplets match when
+For every ``<stem>_labels.png`` (uint16, 0 = background), or ImageJ / Fiji ROIs
+``<stem>_rois.zip`` / ``<stem>_RoiSet.zip``, next to ``<stem>.<ext>`` in the given folders, the
+image is segmented by :func:`sam_droplet.segment`, as the server does, and scored. Droplets match when
 their IoU is at least 0.5 (then a match is necessarily one-to-one). The scoring follows the
 annotation conventions of the evaluation sets: ground-truth droplets cut by the image border are
 ignored together with the predictions that match them, and unmatched predictions smaller than 10 px
@@ -36,6 +37,7 @@ __all__ = [
     "main",
     "match_instances",
     "pairs_in",
+    "read_truth",
     "summarize_scores",
     "touching_border",
 ]
@@ -175,17 +177,35 @@ class ImageScore:
         }
 
 
+# Ground truth beside an image <stem>.<ext>: a label image, or ImageJ / Fiji ROIs (a ROI Manager zip).
+TRUTH_SUFFIXES = ("_labels.png", "_rois.zip", "_RoiSet.zip")
+
+
 def pairs_in(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, labels) pairs in a folder: ``<stem>_labels.png`` beside ``<stem>.<ext>``."""
+    """(image, ground truth) pairs in a folder: ``<stem>_labels.png`` (uint16 labels), or
+    ``<stem>_rois.zip`` / ``<stem>_RoiSet.zip`` (ImageJ ROIs), beside ``<stem>.<ext>``; a label
+    image wins over ROIs for the same stem."""
     out = []
-    for labels in sorted(folder.glob("*_labels.png")):
-        stem = labels.name[: -len("_labels.png")]
-        for suffix in IMAGE_SUFFIXES:
-            image = folder / f"{stem}{suffix}"
-            if image.is_file():
-                out.append((image, labels))
-                break
-    return out
+    seen: set[str] = set()
+    for suffix in TRUTH_SUFFIXES:
+        for truth in sorted(folder.glob(f"*{suffix}")):
+            stem = truth.name[: -len(suffix)]
+            image = next((folder / f"{stem}{ext}" for ext in IMAGE_SUFFIXES if (folder / f"{stem}{ext}").is_file()), None)
+            if image is not None and stem not in seen:
+                seen.add(stem)
+                out.append((image, truth))
+    return sorted(out)
+
+
+def read_truth(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Ground-truth labels: a label image as it is, or ImageJ ROIs filled as ImageJ fills them."""
+    if path.suffix == ".zip" or path.suffix == ".roi":
+        from ..io.imagej import labels_from_rois
+
+        return labels_from_rois(path, shape).astype(np.int64)
+    from PIL import Image
+
+    return np.asarray(Image.open(path)).astype(np.int64)
 
 
 def summarize_scores(scores: list[ImageScore]) -> dict[str, Any]:
@@ -215,14 +235,12 @@ def summarize_scores(scores: list[ImageScore]) -> dict[str, Any]:
 def evaluate_folder(folder: Path, model: Engine | None = None, **options: Any) -> list[ImageScore]:
     """Segment (:func:`sam_droplet.segment` with ``model`` and ``options``) and score every
     labelled image of a folder; seconds per image count from reading the file to the result."""
-    from PIL import Image
-
     scores = []
     for image_path, labels_path in pairs_in(folder):
-        truth = np.asarray(Image.open(labels_path)).astype(np.int64)
         start = time.perf_counter()
         result = segment(image_path, model, **options)
         seconds = time.perf_counter() - start
+        truth = read_truth(labels_path, result.shape)
         if truth.shape != result.shape:
             raise SystemExit(f"{labels_path}: labels are {truth.shape}, the image is {result.shape}")
         scores.append(
@@ -240,7 +258,9 @@ def evaluate_folder(folder: Path, model: Engine | None = None, **options: Any) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sam-droplet-evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="folders with <stem>.<ext> and <stem>_labels.png")
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="folders with <stem>.<ext> and <stem>_labels.png or <stem>_rois.zip"
+    )
     parser.add_argument(
         "--segmenter", choices=SEGMENTERS, default="classical", help="sam and grid load SAM_MODEL_PATH"
     )
@@ -259,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         scores = evaluate_folder(folder, engine, **options)
         if not scores:
-            print(f"{folder}: no <stem>_labels.png with an image beside it", file=sys.stderr)
+            print(f"{folder}: no ground truth (<stem>_labels.png or <stem>_rois.zip) with an image beside it", file=sys.stderr)
             continue
         everything.extend(scores)
         total = summarize_scores(scores)

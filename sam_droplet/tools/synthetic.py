@@ -22,9 +22,11 @@ import numpy as np
 
 __all__ = [
     "EVALUATION_SETS",
+    "ContentsScene",
     "FluorescencePair",
     "SyntheticImage",
     "dense_small",
+    "droplets_with_beads",
     "fluorescence_pair",
     "fluorescent_disks",
     "odd_droplet",
@@ -345,6 +347,67 @@ def _relabel(
     lut[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
     idx = present.astype(np.int64) - 1
     return SyntheticImage(image, lut[labels], centers[idx], radii[idx], kind)
+
+
+@dataclass(frozen=True)
+class ContentsScene:
+    """Bright-field droplets carrying beads, with the true count in each.
+
+    Attributes:
+        image: the picture with its labels, centres and radii.
+        contents: int (N,), beads inside droplet ``i`` (label ``i + 1``).
+        bead_radius: the beads' radius in pixels.
+    """
+
+    image: SyntheticImage
+    contents: np.ndarray
+    bead_radius: float
+
+
+def droplets_with_beads(
+    shape: tuple[int, int] = (480, 640),
+    n: int = 30,
+    beads_mean: float = 1.0,
+    bead_radius: float = 3.0,
+    bead_contrast: float = 0.45,
+    seed: int = 0,
+) -> ContentsScene:
+    """Sparse bright-field droplets (radius 18 to 34 px) carrying Poisson-distributed dark beads.
+
+    Beads are anti-aliased disks ``bead_contrast`` darker than the droplet, apart from each other
+    and from the droplet's rim, so every one can be counted.
+    """
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, 18.0, 34.0, 8.0, rng)
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    _render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    h, w = shape
+    contents = np.zeros(len(radii), dtype=np.int64)
+    for i, ((cx, cy), r) in enumerate(zip(centers, radii, strict=True)):
+        if cx - r < 0 or cy - r < 0 or cx + r > w - 1 or cy + r > h - 1:
+            continue  # droplets cut by the border carry nothing: their count is not judged
+        wanted = rng.poisson(beads_mean)
+        placed: list[tuple[float, float]] = []
+        for _ in range(200):
+            if len(placed) == wanted:
+                break
+            reach = r - 8.0 - bead_radius  # clear of the rim
+            a, d = rng.uniform(0, 2 * np.pi), reach * np.sqrt(rng.uniform(0, 1))
+            x, y = cx + d * np.cos(a), cy + d * np.sin(a)
+            if all(np.hypot(x - px, y - py) > 4 * bead_radius for px, py in placed):
+                placed.append((x, y))
+        for x, y in placed:
+            reach = int(bead_radius) + 3
+            x0, x1, y0, y1 = int(x) - reach, int(x) + reach + 1, int(y) - reach, int(y) + reach + 1
+            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            cover = np.clip(bead_radius + 0.5 - np.hypot(xx - x, yy - y), 0.0, 1.0)
+            canvas[y0:y1, x0:x1] *= 1.0 - bead_contrast * cover
+        contents[i] = len(placed)
+    image = _finish(canvas, shape, 0.2, 0.015, False, np.uint8, rng)
+    present = np.isin(np.arange(1, len(radii) + 1), np.unique(labels))  # as _relabel keeps them
+    return ContentsScene(_relabel(image, labels, centers, radii, "droplets_with_beads"), contents[present], bead_radius)
 
 
 @dataclass(frozen=True)

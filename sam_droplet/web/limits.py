@@ -16,8 +16,10 @@ from .config import ServerSettings
 
 __all__ = ["LIMITED_ENDPOINTS", "init_rate_limits"]
 
-# The endpoints that cost an inference.
-LIMITED_ENDPOINTS = frozenset({"api.segment_file", "api.segment_json", "api.analyze_image", "api.segment_point"})
+# The endpoints that cost an inference (or a PDF report).
+LIMITED_ENDPOINTS = frozenset(
+    {"api.segment_file", "api.segment_json", "api.analyze_image", "api.segment_point", "api.report"}
+)
 
 
 def client_key() -> str:

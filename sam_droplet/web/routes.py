@@ -52,6 +52,7 @@ OPTION_FIELDS = (
     "spot_diameter_px",
     "brightfield_channel",
     "fluorescence_channel",
+    "contents",
 )
 POINT_FIELDS = ("sha256", "x", "y", "segmenter", "diameter_px", "appearance", "um_per_px")
 IMAGE_TYPES = ["PNG", "JPEG", "TIFF", "BMP", "WebP"]
@@ -100,6 +101,19 @@ def _as_text(name: str, value: Any) -> str | None:
     return value.strip().lower()
 
 
+def _as_bool(name: str, value: Any) -> bool | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidOptions(f"{name} must be true or false, got {value!r}"[:200])
+
+
 def _options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
     """SegmentOptions and output format from form fields or JSON keys."""
     filters = raw.get("filters")
@@ -119,6 +133,7 @@ def _options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
         fluorescence_threshold=_as_float("fluorescence_threshold", raw.get("fluorescence_threshold")),
         threshold_method=_as_text("threshold_method", raw.get("threshold_method")) or "otsu",
         spot_diameter_px=_as_float("spot_diameter_px", raw.get("spot_diameter_px")) or 5.0,
+        contents=_as_bool("contents", raw.get("contents")),
     )
     options.validate()
     return options, fmt
@@ -401,6 +416,87 @@ def segment_point() -> Response:
         found.droplet.um_per_px = um_per_px
         body["droplet"] = {**found.droplet.as_dict(), "source": "manual"}
     return jsonify(body)
+
+
+REPORT_KEYS = (
+    "file_name", "diameters_px", "um_per_px", "calibration", "overlay", "positive", "threshold", "objects",
+    "contents", "settings", "removed",
+)  # fmt: skip
+MAX_REPORT_IMAGES = 500
+
+
+def _number_list(name: str, value: Any, kind: type, limit: int = 1_000_000) -> list | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > limit:
+        raise InvalidOptions(f"{name} must be a list of at most {limit} numbers")
+    if kind is bool:
+        if not all(isinstance(v, bool) for v in value):
+            raise InvalidOptions(f"{name} must be a list of true/false")
+        return value
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value):
+        raise InvalidOptions(f"{name} must be a list of finite numbers >= 0")
+    return value
+
+
+def _report_page(raw: Any, index: int) -> Any:
+    """A report page from the page's JSON for one image (its droplets as the user kept them)."""
+    import numpy as np
+
+    from ..io.report import ReportPage
+
+    if not isinstance(raw, dict):
+        raise InvalidOptions(f"images[{index}] must be a JSON object")
+    _reject_unknown(set(raw), REPORT_KEYS, f"key(s) of images[{index}]")
+    diameters = _number_list("diameters_px", raw.get("diameters_px"), float) or []
+    n = len(diameters)
+    lists = {k: _number_list(k, raw.get(k), bool if k == "positive" else int) for k in ("positive", "objects", "contents")}
+    for key, values in lists.items():
+        if values is not None and len(values) != n:
+            raise InvalidOptions(f"images[{index}].{key} must have one value per droplet ({n})")
+    overlay = None
+    if raw.get("overlay"):
+        image = decode_image(_base64_image(raw["overlay"], "overlay"), service().config.server.max_image_pixels)
+        overlay = image.rgb8
+    for key in ("threshold", "settings", "removed"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise InvalidOptions(f"images[{index}].{key} must be a JSON object")
+    calibration = str(raw.get("calibration") or "none")[:40]
+    return ReportPage(
+        title=str(raw.get("file_name") or f"image {index + 1}")[:200],
+        diameters_px=np.asarray(diameters, dtype=np.float64),
+        um_per_px=_as_float("um_per_px", raw.get("um_per_px")),
+        calibration=calibration,
+        overlay=overlay,
+        positive=np.asarray(lists["positive"], dtype=bool) if lists["positive"] is not None else None,
+        threshold=raw.get("threshold"),
+        objects=np.asarray(lists["objects"], dtype=np.int64) if lists["objects"] is not None else None,
+        contents=np.asarray(lists["contents"], dtype=np.int64) if lists["contents"] is not None else None,
+        settings={str(k)[:60]: v for k, v in (raw.get("settings") or {}).items() if isinstance(v, (str, int, float, bool, dict))},
+        removed={str(k)[:60]: int(v) for k, v in (raw.get("removed") or {}).items() if isinstance(v, int)},
+    )
+
+
+@bp.post("/report")
+def report() -> Response:
+    """A PDF report of droplets as the page holds them (with the user's corrections): JSON
+    ``{"images": [{file_name, diameters_px, um_per_px, calibration, overlay (data URL), positive,
+    threshold, objects, contents, settings, removed}]}``; one page per image, after a batch page
+    when there are several."""
+    from ..io.report import report_pdf
+
+    body = _json_body(("images",))
+    images = body.get("images")
+    if not isinstance(images, list) or not 1 <= len(images) <= MAX_REPORT_IMAGES:
+        raise InvalidOptions(f"images must be a list of 1 to {MAX_REPORT_IMAGES} images")
+    svc = service()
+    with svc.admission.slot():
+        pages = [_report_page(raw, i) for i, raw in enumerate(images)]
+        pdf = report_pdf(pages)
+    name = _download_stem(pages[0].title) if len(pages) == 1 else "sam_droplet_batch"
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}_report.pdf"'
+    return response
 
 
 @bp.get("/image/<sha256>.png")

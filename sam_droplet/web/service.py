@@ -8,6 +8,7 @@ queries (:class:`~.cache.ImageCache`), and reports the process's health.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,22 +54,49 @@ class Service:
         )
 
     def health(self) -> dict[str, Any]:
-        """Facts for /health: the engine's, the process's memory and CUDA memory, the load."""
+        """Facts for /health: the engine's, the process's memory and CPU, the GPU's, the load.
+
+        ``memory_usage`` (MB, the deployment guide's name) repeats ``memory_mb``; ``cpu_percent`` is
+        this process's CPU use since the previous /health (all cores: up to 100 x cores);
+        ``gpu_memory`` (allocated and cached by torch, MB) is null off CUDA.
+        """
         import psutil
 
         from .. import __version__
 
+        process = psutil.Process()
+        memory_mb = round(process.memory_info().rss / 2**20, 1)
+        cuda = _cuda_memory(self.engine)
         info: dict[str, Any] = {
             **self.engine.describe(),
-            "cuda": _cuda_memory(self.engine),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "gpu_available": _gpu_available(),
+            "cuda": cuda,
+            "gpu_memory": (
+                {"allocated": cuda["memory_allocated_mb"], "cached": cuda["memory_reserved_mb"]} if cuda else None
+            ),
             "uptime_s": round(time.time() - self.started, 1),
-            "memory_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "memory_mb": memory_mb,
+            "memory_usage": memory_mb,
+            "cpu_percent": process.cpu_percent(interval=None),
             "pid": os.getpid(),
             "auth_required": self.auth_required,
             "load": {"running": self.admission.running, "waiting": self.admission.waiting},
             "version": __version__,
         }
         return info
+
+
+def _gpu_available() -> bool:
+    """Whether a CUDA GPU is usable here, asked of torch only when it is already loaded (a
+    classical server never imports it), else of the NVIDIA driver's device list."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return False
 
 
 def _cuda_memory(engine: Engine) -> dict[str, Any] | None:

@@ -169,3 +169,189 @@ export function occupancy(objectCounts) {
   const expected = [...pk, Math.max(0, 1 - pk[0] - pk[1] - pk[2])].map((p) => p * n);
   return { n, mean, observed, expected };
 }
+
+// -- size distribution and populations (sam_droplet/engine/sizes.py) ------------------------------
+
+// The q-th fraction of `values` weighted by `weights`: the cumulative distribution interpolated at
+// its midpoints, P_i = (W_i - w_i / 2) / W (Hazen's definition with equal weights).
+export function weightedPercentile(values, weights, q) {
+  const order = values.map((_, i) => i).sort((a, b) => values[a] - values[b]);
+  const total = weights.reduce((a, b) => a + b, 0);
+  if (!order.length || !(total > 0)) return NaN;
+  let cum = 0;
+  const pos = [];
+  const v = [];
+  for (const i of order) {
+    cum += weights[i];
+    pos.push((cum - weights[i] / 2) / total);
+    v.push(values[i]);
+  }
+  if (q <= pos[0]) return v[0];
+  if (q >= pos[pos.length - 1]) return v[v.length - 1];
+  let k = 1;
+  while (pos[k] < q) k++;
+  const t = (q - pos[k - 1]) / (pos[k] - pos[k - 1] || 1);
+  return v[k - 1] + t * (v[k] - v[k - 1]);
+}
+
+// {unit, n, mean, sd, cv, dn10, dn50, dn90, dv10, dv50, dv90, span, d32, d43} of diameters.
+export function sizeDistribution(diameters, unit) {
+  const n = diameters.length;
+  const out = { unit, n };
+  const keys = ["mean", "sd", "cv", "dn10", "dn50", "dn90", "dv10", "dv50", "dv90", "span", "d32", "d43"];
+  if (!n) { for (const k of keys) out[k] = null; return out; }
+  const mean = diameters.reduce((a, b) => a + b, 0) / n;
+  const sd = n > 1 ? Math.sqrt(diameters.reduce((a, d) => a + (d - mean) ** 2, 0) / (n - 1)) : null;
+  const ones = diameters.map(() => 1);
+  const cubes = diameters.map((d) => d ** 3);
+  const sum = (f) => diameters.reduce((a, d) => a + f(d), 0);
+  const dv = (q) => weightedPercentile(diameters, cubes, q);
+  Object.assign(out, {
+    mean, sd, cv: sd != null && mean > 0 ? sd / mean : null,
+    dn10: weightedPercentile(diameters, ones, 0.1), dn50: weightedPercentile(diameters, ones, 0.5), dn90: weightedPercentile(diameters, ones, 0.9),
+    dv10: dv(0.1), dv50: dv(0.5), dv90: dv(0.9),
+  });
+  out.span = out.dv50 > 0 ? (out.dv90 - out.dv10) / out.dv50 : null;
+  out.d32 = sum((d) => d ** 2) > 0 ? sum((d) => d ** 3) / sum((d) => d ** 2) : null;
+  out.d43 = sum((d) => d ** 3) > 0 ? sum((d) => d ** 4) / sum((d) => d ** 3) : null;
+  return out;
+}
+
+// The cumulative distribution of diameters for a plot: sorted diameters and, for each, the
+// fraction (by number or by volume) of droplets up to and including it.
+export function cumulative(diameters, byVolume) {
+  const d = [...diameters].sort((a, b) => a - b);
+  const w = d.map((x) => (byVolume ? x ** 3 : 1));
+  const total = w.reduce((a, b) => a + b, 0) || 1;
+  let cum = 0;
+  return d.map((x, i) => { cum += w[i]; return [x, cum / total]; });
+}
+
+const MIN_SD = 0.01;
+const MAX_COMPONENTS = 4;
+const MIN_DROPLETS_TO_SPLIT = 10;
+const MIN_SEPARATION = 2.0;
+const MIN_POPULATION = 5;
+
+function arraySplit(xs, k) {
+  // numpy.array_split: the first n % k groups hold one more.
+  const base = Math.floor(xs.length / k);
+  const extra = xs.length % k;
+  const out = [];
+  let at = 0;
+  for (let i = 0; i < k; i++) {
+    const size = base + (i < extra ? 1 : 0);
+    out.push(xs.slice(at, at + size));
+    at += size;
+  }
+  return out;
+}
+
+function starts(xs, k) {
+  const out = [arraySplit(xs, k)];
+  if (k > 1) {
+    const gaps = xs.slice(1).map((x, i) => x - xs[i]);
+    const order = gaps.map((_, i) => i).sort((a, b) => gaps[a] - gaps[b]);
+    const cuts = order.slice(-(k - 1)).map((i) => i + 1).sort((a, b) => a - b);
+    const groups = [];
+    let at = 0;
+    for (const c of [...cuts, xs.length]) { groups.push(xs.slice(at, c)); at = c; }
+    out.push(groups);
+  }
+  return out;
+}
+
+function em(x, groups, iterations = 300) {
+  const meanOf = (g) => g.reduce((a, b) => a + b, 0) / g.length;
+  let mu = groups.map(meanOf);
+  let variance = groups.map((g, i) => Math.max(g.reduce((a, v) => a + (v - mu[i]) ** 2, 0) / g.length, MIN_SD ** 2));
+  let w = groups.map((g) => g.length / x.length);
+  let logLike = -Infinity;
+  const k = mu.length;
+  for (let it = 0; it < iterations; it++) {
+    const resp = [];
+    let newLike = 0;
+    for (const v of x) {
+      const ld = mu.map((m, c) => Math.log(w[c]) - 0.5 * Math.log(2 * Math.PI * variance[c]) - (v - m) ** 2 / (2 * variance[c]));
+      const top = Math.max(...ld);
+      const norm = top + Math.log(ld.reduce((a, l) => a + Math.exp(l - top), 0));
+      newLike += norm;
+      resp.push(ld.map((l) => Math.exp(l - norm)));
+    }
+    const nk = mu.map((_, c) => resp.reduce((a, r) => a + r[c], 0) + 1e-12);
+    w = nk.map((n) => n / x.length);
+    mu = mu.map((_, c) => resp.reduce((a, r, i) => a + r[c] * x[i], 0) / nk[c]);
+    variance = mu.map((m, c) => Math.max(resp.reduce((a, r, i) => a + r[c] * (x[i] - m) ** 2, 0) / nk[c], MIN_SD ** 2));
+    const done = Math.abs(newLike - logLike) <= 1e-10 * Math.abs(newLike) + 1e-12;
+    logLike = newLike;
+    if (done) break;
+  }
+  const order = mu.map((_, i) => i).sort((a, b) => mu[a] - mu[b]);
+  return { w: order.map((i) => w[i]), mu: order.map((i) => mu[i]), variance: order.map((i) => variance[i]), logLike, k };
+}
+
+// Ashman's D, or 0 when the lighter component's mean lies within 3 SD of the heavier one.
+function separation(wa, ma, va, wb, mb, vb) {
+  const heavyVar = wa >= wb ? va : vb;
+  if (Math.abs(ma - mb) < 3 * Math.sqrt(heavyVar)) return 0;
+  return (Math.SQRT2 * Math.abs(ma - mb)) / Math.sqrt(va + vb);
+}
+
+function mergeClose(fit) {
+  let groups = fit.mu.map((_, i) => [i]);
+  let w = [...fit.w];
+  let mu = [...fit.mu];
+  let variance = [...fit.variance];
+  while (groups.length > 1) {
+    const d = mu.slice(0, -1).map((m, i) => separation(w[i], m, variance[i], w[i + 1], mu[i + 1], variance[i + 1]));
+    const i = d.indexOf(Math.min(...d));
+    if (d[i] > MIN_SEPARATION) break;
+    const [wa, wb] = [w[i], w[i + 1]];
+    const m = (wa * mu[i] + wb * mu[i + 1]) / (wa + wb);
+    const v = (wa * (variance[i] + mu[i] ** 2) + wb * (variance[i + 1] + mu[i + 1] ** 2)) / (wa + wb) - m ** 2;
+    groups = [...groups.slice(0, i), [...groups[i], ...groups[i + 1]], ...groups.slice(i + 2)];
+    w = [...w.slice(0, i), wa + wb, ...w.slice(i + 2)];
+    mu = [...mu.slice(0, i), m, ...mu.slice(i + 2)];
+    variance = [...variance.slice(0, i), v, ...variance.slice(i + 2)];
+  }
+  return groups;
+}
+
+// Size populations: a mixture of log-normals on droplet volume, 1 to 4 components by BIC,
+// neighbours closer than Ashman's D 2 merged (as sam_droplet.engine.sizes.size_populations).
+export function sizePopulations(diameters, unit) {
+  const d = diameters.filter((v) => v > 0);
+  if (!d.length) return [];
+  const x = d.map((v) => 3 * Math.log(v));
+  const xs = [...x].sort((a, b) => a - b);
+  let best = null;
+  let bestBic = Infinity;
+  for (let k = 1; k <= Math.min(MAX_COMPONENTS, Math.floor(d.length / MIN_DROPLETS_TO_SPLIT) + 1); k++) {
+    const fits = starts(xs, k).map((g) => em(x, g));
+    const fit = fits.reduce((a, b) => (b.logLike > a.logLike ? b : a));
+    if (k > 1 && Math.min(...fit.w) * d.length < MIN_POPULATION) continue;
+    const bic = -2 * fit.logLike + (3 * k - 1) * Math.log(d.length);
+    if (bic < bestBic) { bestBic = bic; best = fit; }
+  }
+  const component = x.map((v) => {
+    const ld = best.mu.map((m, c) => Math.log(best.w[c]) - 0.5 * Math.log(2 * Math.PI * best.variance[c]) - (v - m) ** 2 / (2 * best.variance[c]));
+    return ld.indexOf(Math.max(...ld));
+  });
+  const members = mergeClose(best)
+    .map((g) => component.map((c, i) => (g.includes(c) ? i : -1)).filter((i) => i >= 0))
+    .filter((m) => m.length);
+  const volume = d.map((v) => v ** 3);
+  const totalVolume = volume.reduce((a, b) => a + b, 0);
+  const main = members.reduce((a, b) => (b.length > a.length ? b : a));
+  const meanVolume = (m) => m.reduce((a, i) => a + volume[i], 0) / m.length;
+  return members.map((m) => {
+    const dm = m.map((i) => d[i]);
+    const mean = dm.reduce((a, b) => a + b, 0) / dm.length;
+    const sd = dm.length > 1 ? Math.sqrt(dm.reduce((a, v) => a + (v - mean) ** 2, 0) / (dm.length - 1)) : null;
+    return {
+      n: m.length, mean_diameter: mean, cv: sd != null ? sd / mean : null,
+      number_fraction: m.length / d.length, volume_fraction: m.reduce((a, i) => a + volume[i], 0) / totalVolume,
+      volume_ratio: meanVolume(m) / meanVolume(main), unit,
+    };
+  });
+}

@@ -13,9 +13,9 @@ import { $, el, fmt, say } from "./dom.js";
 import { exportAs } from "./exports.js";
 import { renderLayers } from "./panels.js";
 import { addFiles, hooks, requeue } from "./queue.js";
-import { detectionHints, isPositive, lengthUnit, readFilters, reasonOf, state, umPerPx } from "./state.js";
+import { detectionHints, isPositive, readFilters, reasonOf, state, umPerPx } from "./state.js";
 import { Viewer } from "./viewer.js";
-import { addAt, dropletAt, prepare, recompute, render, select, show, toggle, undo } from "./workbench.js";
+import { addAt, calibrationChanged, dropletAt, prepare, recompute, render, select, show, toggle, undo } from "./workbench.js";
 
 hooks.segmented = prepare;
 hooks.show = show;
@@ -128,6 +128,7 @@ $("scale-form").addEventListener("submit", (e) => {
   if (!(um > 0) || !(px > 0)) return;
   const before = readFilters();
   $("um-per-px").value = String(+(um / px).toPrecision(6));
+  state.calibration = { source: "typed" };
   calibrationChanged(before);
   $("scale-form").hidden = true;
   viewer.line = null;
@@ -136,20 +137,13 @@ $("scale-form").addEventListener("submit", (e) => {
 });
 $("scale-cancel").addEventListener("click", () => { $("scale-form").hidden = true; viewer.line = null; viewer.draw(); setTool("exclude"); });
 
-// A new calibration keeps the filters' meaning: lengths are shown in the new unit.
-function calibrationChanged(filtersPx) {
-  const s = umPerPx() || 1;
-  const show = (id, v) => { $(id).value = v == null ? "" : String(+(v * s).toPrecision(6)); };
-  show("f-diameter-min", filtersPx.diameter_min);
-  show("f-diameter-max", filtersPx.diameter_max);
-  show("f-edge-distance", filtersPx.min_edge_distance);
-  for (const node of document.querySelectorAll(".len-unit")) node.textContent = lengthUnit();
-  readFilters();
-  for (const job of state.jobs) if (job.result) recompute(job);
-}
 let lastFilters = null;
 $("um-per-px").addEventListener("focus", () => { lastFilters = { ...state.filters }; });
-$("um-per-px").addEventListener("change", () => calibrationChanged(lastFilters || state.filters));
+$("um-per-px").addEventListener("change", () => {
+  state.calibration = umPerPx() ? { source: "typed" } : null;
+  calibrationChanged(lastFilters || state.filters);
+});
+$("cumulative-weight").addEventListener("change", () => state.current && render());
 
 for (const id of ["f-diameter-min", "f-diameter-max", "f-circularity-min", "f-edge-distance", "f-outliers", "f-outlier-factor", "f-exclude-edge"]) {
   $(id).addEventListener("input", () => { readFilters(); for (const job of state.jobs) if (job.result) recompute(job); });

@@ -2,10 +2,11 @@
 // PNGs) and the batch summary. Column names come from the server (/defaults), so a file exported
 // here has the columns the API and the command line write.
 
-import { ddpcr, describe, occupancy, volumePl } from "./analysis.js";
-import { $, csvText, download, stem } from "./dom.js";
-import { encodePng16 } from "./masks.js";
-import { COLOURS, isKept, isPositive, state, umPerPx } from "./state.js";
+import { ddpcr, describe, occupancy, sizeDistribution, sizePopulations, volumePl } from "./analysis.js";
+import { authHeaders, explain } from "./api.js";
+import { $, csvText, download, say, stem } from "./dom.js";
+import { crc32, encodePng16, outlineLoops } from "./masks.js";
+import { COLOURS, isKept, isPositive, reasonOf, state, umPerPx } from "./state.js";
 
 // The column lists (per droplet, calibrated, fluorescence, batch) the server defines once.
 function columnsOf(kind) {
@@ -71,7 +72,15 @@ function summaryRow(job) {
     diameter_mean_um: s && d.mean ? d.mean * s : null, diameter_median_um: s && d.median ? d.median * s : null,
     volume_mean_pl: s ? describe(job.kept.map((r) => volumePl(r.equivalent_diameter_px * s))).mean : null,
     seconds: job.finished && job.started ? (job.finished - job.started) / 1000 : null,
+    calibration: s ? (state.calibration && state.calibration.source === "file" ? "file" : "request") : "none",
   });
+  const size = sizeDistribution(job.kept.map((r) => r.equivalent_diameter_px * (s || 1)), s ? "um" : "px");
+  Object.assign(row, { size_unit: size.unit, dn10: size.dn10, dn50: size.dn50, dn90: size.dn90, dv10: size.dv10, dv50: size.dv50, dv90: size.dv90, span: size.span, d32: size.d32, d43: size.d43 });
+  row.populations = sizePopulationsCount(job);
+  if (job.records.some((r) => r.contents)) {
+    const occ = occupancy(job.kept.map((r) => (r.contents ? r.contents.count : 0)));
+    Object.assign(row, { contents_mean: occ.mean, contents_0: occ.observed[0], contents_1: occ.observed[1], contents_2: occ.observed[2], contents_3plus: occ.observed[3] });
+  }
   const fl = job.result.summary.fluorescence;
   if (fl) {
     const k = job.kept.filter((r) => isPositive(job, r)).length;
@@ -86,6 +95,154 @@ function summaryRow(job) {
     });
   }
   return row;
+}
+
+function sizePopulationsCount(job) {
+  const s = umPerPx();
+  return sizePopulations(job.kept.map((r) => r.equivalent_diameter_px * (s || 1)), s ? "um" : "px").length;
+}
+
+// -- ImageJ / Fiji ROIs ---------------------------------------------------------------------------------
+
+// One polygon ROI in ImageJ's format (version 228, big-endian): vertices at pixel corners, so
+// ImageJ's fill (pixel centres inside) gives back the droplet's pixels; named by the droplet's id.
+function roiBytes(points, name) {
+  const n = points.length;
+  const xs = points.map((p) => p[0]);
+  const ys = points.map((p) => p[1]);
+  const left = Math.min(...xs);
+  const top = Math.min(...ys);
+  const header2 = 64 + 4 * n;
+  const out = new Uint8Array(header2 + 64 + 2 * name.length);
+  const v = new DataView(out.buffer);
+  out.set([73, 111, 117, 116], 0); // "Iout"
+  v.setInt16(4, 228);
+  out[6] = 0; // polygon
+  v.setInt16(8, top);
+  v.setInt16(10, left);
+  v.setInt16(12, Math.max(...ys));
+  v.setInt16(14, Math.max(...xs));
+  v.setUint16(16, n);
+  v.setInt32(60, header2);
+  points.forEach(([x, y], i) => { v.setInt16(64 + 2 * i, x - left); v.setInt16(64 + 2 * n + 2 * i, y - top); });
+  v.setInt32(header2 + 16, header2 + 64); // name offset
+  v.setInt32(header2 + 20, name.length); // name length in UTF-16 characters
+  for (let i = 0; i < name.length; i++) v.setUint16(header2 + 64 + 2 * i, name.charCodeAt(i));
+  return out;
+}
+
+// A ZIP of stored (uncompressed) files: what ImageJ's ROI Manager opens.
+function zipStore(files) {
+  const enc = new TextEncoder();
+  const parts = [];
+  const central = [];
+  let offset = 0;
+  for (const { name, data } of files) {
+    const fname = enc.encode(name);
+    const crc = crc32(data);
+    const local = new Uint8Array(30 + fname.length);
+    const lv = new DataView(local.buffer);
+    lv.setUint32(0, 0x04034b50, true);
+    lv.setUint16(4, 20, true);
+    lv.setUint32(14, crc, true);
+    lv.setUint32(18, data.length, true);
+    lv.setUint32(22, data.length, true);
+    lv.setUint16(26, fname.length, true);
+    local.set(fname, 30);
+    const entry = new Uint8Array(46 + fname.length);
+    const cv = new DataView(entry.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint16(4, 20, true);
+    cv.setUint16(6, 20, true);
+    cv.setUint32(16, crc, true);
+    cv.setUint32(20, data.length, true);
+    cv.setUint32(24, data.length, true);
+    cv.setUint16(28, fname.length, true);
+    cv.setUint32(42, offset, true);
+    entry.set(fname, 46);
+    parts.push(local, data);
+    central.push(entry);
+    offset += local.length + data.length;
+  }
+  const size = central.reduce((a, e) => a + e.length, 0);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, files.length, true);
+  ev.setUint16(10, files.length, true);
+  ev.setUint32(12, size, true);
+  ev.setUint32(16, offset, true);
+  return new Blob([...parts, ...central, end], { type: "application/zip" });
+}
+
+function imagejZip(job) {
+  const files = [];
+  for (const r of job.kept) {
+    const loops = outlineLoops(r.crop, 0);
+    if (!loops.length) continue;
+    const outer = loops.reduce((a, b) => (b.length > a.length ? b : a));
+    files.push({ name: `${r.id}.roi`, data: roiBytes(outer, String(r.id)) });
+  }
+  return zipStore(files);
+}
+
+// -- PDF reports (drawn by the server from what the page keeps) ------------------------------------------
+
+async function overlayDataUrl(job, side = 900) {
+  const { width, height } = job.result.image;
+  const scale = Math.min(1, side / Math.max(width, height));
+  const canvas = new OffscreenCanvas(Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale)));
+  const ctx = canvas.getContext("2d");
+  ctx.scale(scale, scale);
+  ctx.drawImage(job.bitmap, 0, 0);
+  ctx.lineWidth = Math.max(1, 1.5 / scale);
+  for (const r of job.kept) {
+    ctx.strokeStyle = isPositive(job, r) ? COLOURS.positive : r.added ? COLOURS.added : COLOURS.kept;
+    ctx.stroke(r.path);
+  }
+  const blob = await canvas.convertToBlob({ type: "image/jpeg", quality: 0.85 });
+  return new Promise((resolve) => { const reader = new FileReader(); reader.onload = () => resolve(reader.result); reader.readAsDataURL(blob); });
+}
+
+async function reportImage(job) {
+  const fl = job.result.summary.fluorescence;
+  const auto = job.threshold === job.autoThreshold;
+  const removed = {};
+  for (const r of job.records) if (!isKept(job, r)) { const why = reasonOf(job, r).replace("removed: ", ""); removed[why] = (removed[why] || 0) + 1; }
+  const c = state.calibration;
+  return {
+    file_name: job.name,
+    diameters_px: job.kept.map((r) => r.equivalent_diameter_px),
+    um_per_px: umPerPx(),
+    calibration: umPerPx() ? (c && c.source === "file" ? "file" : "page") : "none",
+    overlay: await overlayDataUrl(job),
+    positive: fl ? job.kept.map((r) => isPositive(job, r)) : null,
+    threshold: fl ? { threshold: job.threshold, method: auto ? fl.call.method : "user" } : null,
+    objects: fl ? job.kept.map((r) => r.objects || 0) : null,
+    contents: job.records.some((r) => r.contents) ? job.kept.map((r) => (r.contents ? r.contents.count : 0)) : null,
+    settings: { segmenter: job.result.segmenter, preset: $("preset").value, corrections: `${job.excluded.size} removed, ${job.records.filter((r) => r.added).length} added by hand` },
+    removed,
+  };
+}
+
+async function requestReport(jobs, name) {
+  say(`Making the report of ${jobs.length} image(s)…`);
+  const images = [];
+  for (const job of jobs) images.push(await reportImage(job));
+  let response;
+  try {
+    response = await fetch("/report", { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify({ images }) });
+  } catch {
+    say(explain(0), true);
+    return;
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    say(explain(response.status, body, response.headers.get("Retry-After")), true);
+    return;
+  }
+  download(await response.blob(), name);
+  say(`Report of ${jobs.length} image(s) ready.`);
 }
 
 async function overlayPng(job) {
@@ -126,6 +283,10 @@ function coco(job) {
 
 export async function exportAs(kind) {
   const job = state.current;
+  if (kind === "batch-report") {
+    await requestReport(state.jobs.filter((j) => j.result), "sam_droplet_batch_report.pdf");
+    return;
+  }
   if (kind === "batch") {
     // Every image analysed or failed, in the columns of the command line's summary.csv.
     const rows = state.jobs.filter((j) => j.result || j.status === "error").map(summaryRow);
@@ -150,5 +311,7 @@ export async function exportAs(kind) {
   }
   if (kind === "coco") download(new Blob([JSON.stringify(coco(job))], { type: "application/json" }), `${name}_coco.json`);
   if (kind === "labels") download(await labelPng(job), `${name}_labels.png`);
+  if (kind === "imagej") download(imagejZip(job), `${name}_rois.zip`);
+  if (kind === "report") await requestReport([job], `${name}_report.pdf`);
   if (kind === "overlay") download(await overlayPng(job), `${name}_overlay.png`);
 }

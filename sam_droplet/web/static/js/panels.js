@@ -1,7 +1,7 @@
 // The panels of the current result: statistics, histograms, fluorescence and ddPCR, outlines and
 // their legend, the droplet table. They draw from the page's state; none sends a request.
 
-import { ddpcr, describe, histogram, occupancy, volumePl } from "./analysis.js";
+import { cumulative, ddpcr, describe, histogram, occupancy, sizeDistribution, sizePopulations, volumePl } from "./analysis.js";
 import { $, el, fmt } from "./dom.js";
 import { COLOURS, RAMP, isKept, isPositive, lengthUnit, reasonOf, state, umPerPx } from "./state.js";
 
@@ -77,6 +77,82 @@ function drawBars(canvas, hist, { marker, colourAbove, label }) {
 export function renderHistogram(job) {
   const s = umPerPx() || 1;
   drawBars($("histogram"), histogram(job.kept.map((r) => r.equivalent_diameter_px * s), 20), { label: lengthUnit() });
+}
+
+// -- size distribution and populations -----------------------------------------------------------------
+
+const SIZE_ROWS = [
+  ["n", "droplets", 0], ["mean", "mean", 2], ["sd", "SD", 2], ["cv", "CV", 3], ["dn10", "Dn10", 2], ["dn50", "Dn50", 2],
+  ["dn90", "Dn90", 2], ["dv10", "Dv10", 2], ["dv50", "Dv50", 2], ["dv90", "Dv90", 2], ["span", "span", 3],
+  ["d32", "D[3,2] Sauter", 2], ["d43", "D[4,3] De Brouckère", 2],
+];
+
+// The kept droplets' size distribution (in µm when calibrated), its cumulative curve by number or by
+// volume, and the size populations: recomputed from the records on every change.
+export function renderSize(job) {
+  const s = umPerPx();
+  const unit = s ? "um" : "px";
+  const d = job.kept.map((r) => r.equivalent_diameter_px * (s || 1));
+  const size = sizeDistribution(d, unit);
+  const shown = lengthUnit();
+  $("size-table").replaceChildren(...SIZE_ROWS.flatMap(([key, label, digits]) => {
+    const withUnit = ["n", "cv", "span"].includes(key) ? label : `${label} (${shown})`;
+    return [el("dt", { text: withUnit }), el("dd", { text: key === "n" ? String(size.n) : fmt(size[key], digits) })];
+  }));
+  const byVolume = $("cumulative-weight").value === "volume";
+  drawCumulative($("cumulative"), cumulative(d, byVolume), { label: shown, byVolume });
+  const populations = sizePopulations(d, unit);
+  const head = el("tr", {}, ...["", "n", `d (${shown})`, "CV", "n %", "vol %", "V/main"].map((t) => el("th", { text: t })));
+  const rows = populations.map((p, i) => el("tr", {},
+    el("th", { text: String(i + 1) }), el("td", { text: String(p.n) }), el("td", { text: fmt(p.mean_diameter, 2) }),
+    el("td", { text: fmt(p.cv, 3) }), el("td", { text: fmt(100 * p.number_fraction, 1) }),
+    el("td", { text: fmt(100 * p.volume_fraction, 1) }), el("td", { text: fmt(p.volume_ratio, 2) })));
+  $("populations").replaceChildren(el("tbody", {}, head, ...rows));
+}
+
+function drawCumulative(canvas, points, { label, byVolume }) {
+  const ctx = canvas.getContext("2d");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || 320;
+  const h = canvas.clientHeight || 150;
+  canvas.width = w * dpr;
+  canvas.height = h * dpr;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const style = getComputedStyle(document.body);
+  const fg = style.getPropertyValue("--fg").trim() || "#222";
+  const accent = style.getPropertyValue("--accent").trim() || "#2f6fdf";
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillStyle = fg;
+  if (!points.length) { ctx.fillText("no droplets", 8, h / 2); return; }
+  const lo = points[0][0];
+  const hi = points[points.length - 1][0];
+  const span = hi > lo ? hi - lo : 1;
+  const plotH = h - 18;
+  const x = (v) => 4 + ((v - lo) / span) * (w - 8);
+  const y = (f) => plotH - f * (plotH - 12);
+  ctx.strokeStyle = accent;
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  ctx.moveTo(x(lo), y(0));
+  for (const [v, f] of points) ctx.lineTo(x(v), y(f));
+  ctx.stroke();
+  ctx.fillText(fmt(lo, 1), 2, h - 4);
+  const last = `${fmt(hi, 1)} ${label}`;
+  ctx.fillText(last, w - ctx.measureText(last).width - 2, h - 4);
+  ctx.fillText(`cumulative % by ${byVolume ? "volume" : "number"}`, 2, 10);
+}
+
+// Objects inside the droplets, counted in bright field (when the segmentation counted them).
+export function renderContents(job) {
+  const counted = job.records.some((r) => r.contents);
+  $("contents-panel").hidden = !counted;
+  if (!counted) return;
+  const occ = occupancy(job.kept.map((r) => (r.contents ? r.contents.count : 0)));
+  const head = el("tr", {}, el("th", { text: "objects" }), ...["0", "1", "2", "3+"].map((t) => el("th", { text: t })));
+  const obs = el("tr", {}, el("th", { text: "observed" }), ...occ.observed.map((v) => el("td", { text: String(v) })));
+  const exp = el("tr", {}, el("th", { text: `Poisson (mean ${fmt(occ.mean, 2)})` }), ...occ.expected.map((v) => el("td", { text: fmt(v, 1) })));
+  $("contents-occupancy").replaceChildren(el("tbody", {}, head, obs, exp));
 }
 
 // -- fluorescence ------------------------------------------------------------------------------------
@@ -193,6 +269,7 @@ function columns(job) {
     cols.push(["positive", "+", (r) => (isPositive(job, r) ? 1 : 0), 0]);
     cols.push(["objects", "objects", (r) => r.objects, 0]);
   }
+  if (job.records.some((r) => r.contents)) cols.push(["contents", "contents", (r) => (r.contents ? r.contents.count : 0), 0]);
   cols.push(["status", "status", (r) => reasonOf(job, r), null]);
   return cols;
 }

@@ -47,6 +47,7 @@ export function renderJobs() {
     return li;
   }));
   $("export-batch").disabled = !state.jobs.some((j) => j.result);
+  $("export-batch-report").disabled = !state.jobs.some((j) => j.result);
 }
 
 export function statusText(job) {
@@ -114,8 +115,9 @@ function segment(job) {
     job.hints = detectionHints($("preset").value);
     form.append("filters", JSON.stringify(filtersForServer()));
     if (umPerPx()) form.append("um_per_px", String(umPerPx()));
-    if (job.flFile) {
-      form.append("threshold_method", $("threshold-method").value);
+    if ($("contents").checked) form.append("contents", "true");
+    if (job.flFile) form.append("threshold_method", $("threshold-method").value);
+    if (job.flFile || $("contents").checked || $("preset").value === "droplets_with_contents") {
       form.append("spot_diameter_px", $("spot-diameter").value || "5");
     }
     const xhr = new XMLHttpRequest();

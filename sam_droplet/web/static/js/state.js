@@ -18,6 +18,7 @@ export const state = {
   selected: null,
   nextJobId: 1,
   viewer: null, // the image viewer (viewer.js), set when the page starts
+  calibration: null, // where the µm-per-pixel value came from: {source: "typed"} or {source: "file", file}
 };
 
 export function umPerPx() {

@@ -5,9 +5,9 @@ import { applyFilters, describe } from "./analysis.js";
 import { api, authHeaders } from "./api.js";
 import { $, fmt, say } from "./dom.js";
 import { cropMask, outlinePath, paintIndex } from "./masks.js";
-import { renderFluorescence, renderHistogram, renderLayers, renderStats, renderTable, setupThreshold } from "./panels.js";
+import { renderContents, renderFluorescence, renderHistogram, renderLayers, renderSize, renderStats, renderTable, setupThreshold } from "./panels.js";
 import { renderJobs, statusText } from "./queue.js";
-import { isKept, lengthUnit, state, umPerPx } from "./state.js";
+import { isKept, lengthUnit, readFilters, state, umPerPx } from "./state.js";
 
 async function loadBitmap(job, data) {
   const native = ["PNG", "JPEG", "BMP", "WEBP"].includes(data.image.format) && data.image.bit_depth === 8;
@@ -42,7 +42,29 @@ export async function prepare(job, data) {
   job.autoThreshold = job.threshold;
   job.bitmap = await loadBitmap(job, data);
   job.index = null;
+  const cal = data.calibration;
+  if (cal && cal.source === "file" && !umPerPx()) {
+    // The file says its pixel size (TIFF metadata): calibrate with it, and say so.
+    const before = { ...state.filters };
+    $("um-per-px").value = String(+cal.um_per_px.toPrecision(6));
+    state.calibration = { source: "file", file: job.name };
+    calibrationChanged(before);
+  }
   recompute(job);
+}
+
+// A new calibration keeps the filters' meaning: lengths are shown in the new unit.
+export function calibrationChanged(filtersPx) {
+  const s = umPerPx() || 1;
+  const show = (id, v) => { $(id).value = v == null ? "" : String(+(v * s).toPrecision(6)); };
+  show("f-diameter-min", filtersPx.diameter_min);
+  show("f-diameter-max", filtersPx.diameter_max);
+  show("f-edge-distance", filtersPx.min_edge_distance);
+  for (const node of document.querySelectorAll(".len-unit")) node.textContent = lengthUnit();
+  const c = state.calibration;
+  $("calibration-source").textContent = !umPerPx() ? "" : c && c.source === "file" ? `From the metadata of ${c.file}.` : "Typed or drawn here.";
+  readFilters();
+  for (const job of state.jobs) if (job.result) recompute(job);
 }
 
 function indexMap(job) {
@@ -86,6 +108,8 @@ export function render() {
   $("result-title").textContent = job.name;
   renderStats(job);
   renderHistogram(job);
+  renderSize(job);
+  renderContents(job);
   renderFluorescence(job);
   renderTable(job);
   renderLayers(job);

@@ -1,0 +1,123 @@
+"""What droplets carry, seen in bright field: the small objects (cells, beads) inside each droplet.
+
+Inside a droplet an object is a small patch darker (a bead, an absorbing cell) or brighter (a
+refractive cell, a dye-filled one) than the droplet around it. A bright-field droplet itself is
+not flat: its refraction rim darkens a band inside its edge and it acts as a lens, brighter at the
+centre. Both are round, so each droplet's own radial profile (its mean intensity at each whole
+pixel of depth from its edge) is subtracted, and what remains is what is not round: the objects.
+A pixel belongs to an object where that residual stands ``min_snr`` robust standard deviations
+(over every droplet's interior) away from zero, and each connected piece of at least a quarter of an
+object's area and a fifth of its diameter thick is one object (an outline off by a pixel leaves
+thin arcs of the rim behind, which are not), or k objects when it covers about k times the
+typical (median) object's area: touching objects merge into one piece. The outermost two pixels of
+a droplet are left out, and with them an object sitting on the droplet's edge.
+
+The fluorescence path counts objects on a fluorescence picture instead
+(:func:`sam_droplet.engine.fluorescence.count_spots`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["count_contents"]
+
+_MIN_PIECES_FOR_TYPICAL = 5
+
+
+def _robust_sd(values: np.ndarray) -> float:
+    """The standard deviation of the bulk of ``values`` (1.4826 x the median absolute deviation)."""
+    if values.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def count_contents(
+    gray: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    object_diameter_px: float = 5.0,
+    min_snr: float = 6.0,
+) -> list[list[float]]:
+    """The objects inside each droplet, as their areas in pixels.
+
+    Args:
+        gray: HxW intensities (any numeric dtype).
+        labels: droplet ids, 0 = background (all droplets found, so that none is taken for outside).
+        ids: the droplets to look into, in the order of the returned list.
+        object_diameter_px: typical object diameter (smaller pieces than a quarter of its area go).
+        min_snr: how far an object must stand out of the droplets' own variation.
+
+    Returns:
+        For each droplet of ``ids``, the areas (px) of the objects in it, largest first.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return []
+    img = np.nan_to_num(gray.astype(np.float32, copy=False))
+    img = cv2.GaussianBlur(img, (0, 0), max(0.5, object_diameter_px / 10))
+    lab = labels.astype(np.int64, copy=False)
+    inside = lab > 0
+    # Depth below the droplet's own edge, in whole pixels (droplets touching each other each count
+    # from their own edge: the contact line is an edge too).
+    edges = np.zeros(lab.shape, dtype=bool)
+    edges[:-1] |= lab[:-1] != lab[1:]
+    edges[1:] |= lab[:-1] != lab[1:]
+    edges[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    edges[:, 1:] |= lab[:, :-1] != lab[:, 1:]
+    depth = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, 3)
+    interior = inside & (depth >= 2)
+    # The rim and the lens change with depth near the edge; deeper than a third of a droplet's
+    # radius it is nearly flat, and one group there keeps an object at the centre from being its
+    # own ring's mean.
+    radius = np.zeros(int(lab.max()) + 1)
+    present = np.unique(lab[interior])
+    radius[present] = ndimage.maximum(depth, lab, index=present)
+    ring = np.minimum(depth, np.maximum(3.0, radius[lab] / 3)).astype(np.int64)
+    # Each droplet's radial profile: mean intensity per (droplet, depth) group, computed twice: the
+    # second time without the pixels that stood out the first time (an object would otherwise
+    # darken or brighten the rest of its ring).
+    key = np.where(interior, lab * (int(ring.max()) + 1) + ring, -1)
+    sel = key >= 0
+    _, group = np.unique(key[sel], return_inverse=True)
+    values = img[sel].astype(np.float64)
+    profile = np.bincount(group, weights=values) / np.bincount(group)
+    residual = values - profile[group]
+    spread = _robust_sd(residual)
+    if spread <= 0:
+        return [[] for _ in ids]
+    calm = np.abs(residual) <= 3 * spread
+    calm_sum = np.bincount(group, weights=np.where(calm, values, 0.0), minlength=profile.size)
+    calm_count = np.bincount(group, weights=calm.astype(np.float64), minlength=profile.size)
+    profile = np.where(calm_count > 0, calm_sum / np.maximum(calm_count, 1), profile)
+    residual = values - profile[group]
+    spread = _robust_sd(residual)
+    full = np.zeros(lab.shape, dtype=np.float32)
+    full[sel] = residual
+    residual = full
+    objects = sel & (np.abs(residual) > min_snr * spread)
+    n_obj, obj_labels, stats, _ = cv2.connectedComponentsWithStats(objects.astype(np.uint8), connectivity=8)
+    if n_obj <= 1:
+        return [[] for _ in ids]
+    # An object is a blob: big enough, and thick (an outline off by a pixel leaves thin arcs of
+    # the rim behind, as long as an object but a pixel or two wide).
+    min_area = max(3.0, 0.25 * math.pi * (object_diameter_px / 2) ** 2)
+    thickness = cv2.distanceTransform(objects.astype(np.uint8), cv2.DIST_L2, 3)
+    half_width = ndimage.maximum(thickness, obj_labels, index=np.arange(1, n_obj))
+    blob = (stats[1:, cv2.CC_STAT_AREA] >= min_area) & (half_width >= max(1.5, object_diameter_px / 5))
+    areas: dict[int, list[float]] = {}
+    big = np.flatnonzero(blob) + 1
+    if big.size:
+        owner = ndimage.maximum(lab, obj_labels, index=big)  # an object lies in one droplet (its interior)
+        sizes = stats[big, cv2.CC_STAT_AREA].astype(np.float64)
+        # Objects touching each other are one piece: a piece of about k times the typical object's
+        # area (the median piece, when there are enough to tell) is k objects of equal area.
+        typical = float(np.median(sizes)) if sizes.size >= _MIN_PIECES_FOR_TYPICAL else None
+        for droplet, area in zip(owner.astype(np.int64).tolist(), sizes.tolist(), strict=True):
+            k = max(1, round(area / typical)) if typical else 1
+            areas.setdefault(droplet, []).extend([round(area / k, 1)] * k)
+    return [sorted(areas.get(int(i), []), reverse=True) for i in ids]
