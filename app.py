@@ -6,7 +6,21 @@ preloading master: CUDA does not survive a fork).
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+
+try:
+    import uwsgi  # importable only inside uWSGI workers
+except ImportError:
+    uwsgi = None
+
+if uwsgi is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # /metrics sums all uWSGI workers as it does Gunicorn's (gunicorn.conf.py sets this there):
+    # a folder per server start, named by the master, the parent of every lazy-apps worker.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"sam-droplet-metrics-uwsgi-{os.getppid()}"
+    )
 
 from sam_droplet.errors import ConfigError, StartupError
 from sam_droplet.web import create_app

@@ -243,6 +243,11 @@ class Engine:
         return self.settings.segmenter
 
     @property
+    def device(self) -> Any:
+        """The torch device the model runs on; None without a model (classical runs on the CPU)."""
+        return self.model.device if self.model is not None else None
+
+    @property
     def available_segmenters(self) -> list[str]:
         return list(SEGMENTERS) if self.model is not None else ["auto", "classical"]
 
@@ -338,7 +343,9 @@ class Engine:
             result.timing_ms["fluorescence"] = (time.perf_counter() - t0) * 1000
         return result
 
-    def _segment(self, image: ImageData, options: SegmentOptions, check: Check | None, on_encoding: OnEncoding | None) -> Result:
+    def _segment(
+        self, image: ImageData, options: SegmentOptions, check: Check | None, on_encoding: OnEncoding | None
+    ) -> Result:
         segmenter = self.resolve_segmenter(options.segmenter)
         spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
         appearance = options.appearance or PRESETS[preset].appearance

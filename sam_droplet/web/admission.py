@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,16 +46,28 @@ class Deadline:
 
 
 class Admission:
-    """At most ``max_concurrent`` segmentations at once and ``max_queue`` waiting (thread-safe)."""
+    """At most ``max_concurrent`` segmentations at once and ``max_queue`` waiting (thread-safe).
 
-    def __init__(self, max_concurrent: int = 1, max_queue: int = 8, timeout_s: float = 300.0) -> None:
+    ``on_change(admission)`` is called, under the lock, whenever ``running`` or ``waiting`` changes
+    (the web layer exports them as metrics).
+    """
+
+    def __init__(
+        self,
+        max_concurrent: int = 1,
+        max_queue: int = 8,
+        timeout_s: float = 300.0,
+        on_change: Callable[[Admission], None] | None = None,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self._slots = threading.Semaphore(max_concurrent)
         self._lock = threading.Lock()
+        self._on_change = on_change or (lambda _admission: None)
         self.waiting = 0
         self.running = 0
+        self._on_change(self)
 
     def _retry_after(self) -> int:
         # About one segmentation's time per request ahead, at least a few seconds.
@@ -77,6 +89,7 @@ class Admission:
                         retry_after_s=self._retry_after(),
                     )
                 self.waiting += 1
+                self._on_change(self)
                 queued = True
             else:
                 queued = False
@@ -86,6 +99,7 @@ class Admission:
             finally:
                 with self._lock:
                     self.waiting -= 1
+                    self._on_change(self)
             if not acquired:
                 raise Overloaded(
                     f"no segmentation slot freed within {self.timeout_s:g} s (REQUEST_TIMEOUT_S); try again later",
@@ -93,9 +107,11 @@ class Admission:
                 )
         with self._lock:
             self.running += 1
+            self._on_change(self)
         try:
             yield deadline
         finally:
             with self._lock:
                 self.running -= 1
+                self._on_change(self)
             self._slots.release()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, g, has_request_context, jsonify
 
 from ..errors import (
     DropletError,
@@ -72,6 +72,8 @@ OUT_OF_MEMORY_RETRY_S = 10
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
     """The JSON error body and status every error of the service answers with."""
+    if has_request_context():
+        g.error_code = code  # counted by code in /metrics (after_request)
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details

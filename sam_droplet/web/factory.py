@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -65,7 +66,8 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
     engine = engine or Engine.start(cfg.engine)
     # One source of truth: the engine's settings are the configuration's engine part.
     svc = app.extensions["sam_droplet"] = Service.create(replace(cfg, engine=engine.settings), engine)
-    metrics.set_model_loaded(engine.model is not None)
+    metrics.set_engine_state(engine.model is not None, engine.status == "degraded")
+    metrics.observe_process(engine.device)  # an idle worker shows its memory with the model loaded
     app.register_blueprint(bp)
 
     # Order matters: the request id first (every later log line carries it), then the API key
@@ -87,6 +89,9 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.endpoint or "unknown"
         metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        if "error_code" in g:
+            metrics.observe_error(endpoint, g.error_code)
+        metrics.observe_process(svc.engine.device)
         if endpoint not in ("api.health", "api.metrics_endpoint", "static"):
             log.info(
                 "request",
@@ -97,6 +102,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
                     "duration_ms": round(seconds * 1000, 1),
                     "client": request.remote_addr,
                     "key_id": g.get("api_key_id"),
+                    "pid": os.getpid(),  # the worker: the pid label of its memory in /metrics
                     "droplets": response.headers.get("X-Droplet-Count"),
                     "bytes_in": request.content_length,
                 },

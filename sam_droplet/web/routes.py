@@ -291,6 +291,7 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
+    metrics.observe_process(service().engine.device)  # this worker's figures, fresh
     return Response(metrics.render(), mimetype=metrics.CONTENT_TYPE_LATEST.split(";")[0])
 
 
@@ -450,7 +451,9 @@ def _report_page(raw: Any, index: int) -> Any:
     _reject_unknown(set(raw), REPORT_KEYS, f"key(s) of images[{index}]")
     diameters = _number_list("diameters_px", raw.get("diameters_px"), float) or []
     n = len(diameters)
-    lists = {k: _number_list(k, raw.get(k), bool if k == "positive" else int) for k in ("positive", "objects", "contents")}
+    lists = {
+        k: _number_list(k, raw.get(k), bool if k == "positive" else int) for k in ("positive", "objects", "contents")
+    }
     for key, values in lists.items():
         if values is not None and len(values) != n:
             raise InvalidOptions(f"images[{index}].{key} must have one value per droplet ({n})")
@@ -472,7 +475,11 @@ def _report_page(raw: Any, index: int) -> Any:
         threshold=raw.get("threshold"),
         objects=np.asarray(lists["objects"], dtype=np.int64) if lists["objects"] is not None else None,
         contents=np.asarray(lists["contents"], dtype=np.int64) if lists["contents"] is not None else None,
-        settings={str(k)[:60]: v for k, v in (raw.get("settings") or {}).items() if isinstance(v, (str, int, float, bool, dict))},
+        settings={
+            str(k)[:60]: v
+            for k, v in (raw.get("settings") or {}).items()
+            if isinstance(v, (str, int, float, bool, dict))
+        },
         removed={str(k)[:60]: int(v) for k, v in (raw.get("removed") or {}).items() if isinstance(v, int)},
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 from flask import current_app
 
 from ..pipeline import Engine
+from . import metrics
 from .admission import Admission
 from .cache import ImageCache
 from .config import Config
@@ -49,7 +50,9 @@ class Service:
         return cls(
             config=config,
             engine=engine,
-            admission=Admission(server.max_concurrent, server.max_queue, server.request_timeout_s),
+            admission=Admission(
+                server.max_concurrent, server.max_queue, server.request_timeout_s, on_change=_export_load
+            ),
             cache=ImageCache(server.image_cache_mb),
         )
 
@@ -85,6 +88,10 @@ class Service:
             "version": __version__,
         }
         return info
+
+
+def _export_load(admission: Admission) -> None:
+    metrics.observe_load(admission.running, admission.waiting, admission.max_concurrent, admission.max_queue)
 
 
 def _gpu_available() -> bool:
