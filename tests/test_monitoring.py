@@ -415,27 +415,38 @@ def test_uwsgi_metrics_sum_all_workers(tmp_path):
     master, so /metrics sums every worker as it does under Gunicorn."""
     env = {"SEGMENTER": "classical", "UWSGI_PROCESSES": "2"}
     server = servers.uwsgi(servers.free_port(), tmp_path / "uwsgi.log", env)
+
+    def scrape() -> dict:
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    def worker_memory() -> dict[str, float]:
+        return {s.labels["pid"]: s.value for s in scrape()["sam_droplet_worker_resident_memory_bytes"].samples}
+
     try:
         server.wait_healthy()
-        deadline = time.monotonic() + 60
-        while len(server.workers()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # Each worker loads the app after the fork (lazy-apps): wait until both have.
+        deadline = time.monotonic() + 120
+        while len(worker_memory()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert set(worker_memory()) == {str(p.pid) for p in server.workers()}
+        before = sum(
+            s.value
+            for s in scrape()["sam_droplet_requests"].samples
+            if s.name.endswith("_total") and s.labels["endpoint"] == "api.health"
+        )
         for _ in range(20):
             with requests.Session() as s:
                 s.get(server.url + "/health", timeout=10)
         for _ in range(4):  # whichever worker answers the scrape
-            families = {
-                f.name: f
-                for f in text_string_to_metric_families(requests.get(server.url + "/metrics", timeout=10).text)
-            }
-            health = [
+            families = scrape()
+            health = sum(
                 s.value
                 for s in families["sam_droplet_requests"].samples
                 if s.name.endswith("_total") and s.labels["endpoint"] == "api.health"
-            ]
-            assert sum(health) >= 21, health  # the probe of wait_healthy, and the 20 above
-            pids = {s.labels["pid"] for s in families["sam_droplet_worker_resident_memory_bytes"].samples}
-            assert pids == {str(p.pid) for p in server.workers()}, pids
-            assert all(s.value > 50e6 for s in families["sam_droplet_worker_resident_memory_bytes"].samples)
+            )
+            assert health == before + 20
+            memory = worker_memory()
+            assert len(memory) == 2 and all(v > 50e6 for v in memory.values()), memory
     finally:
         server.stop()
