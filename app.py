@@ -32,6 +32,11 @@ except (ConfigError, StartupError) as exc:
     print(f"sam-droplet: cannot start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+if uwsgi is not None:
+    # Admission keeps two of this worker's threads free for /health (uwsgi.ini: threads).
+    _threads = uwsgi.opt.get("threads", b"1")  # a list when the option was given more than once
+    app.extensions["sam_droplet"].fit_to_threads(int(_threads[-1] if isinstance(_threads, list) else _threads))
+
 if __name__ == "__main__":
     server = app.extensions["sam_droplet"].config.server
     app.run(host=server.host, port=server.port, debug=server.debug, use_reloader=False)

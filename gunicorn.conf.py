@@ -1,7 +1,8 @@
 """Gunicorn settings: ``gunicorn -c gunicorn.conf.py app:app``.
 
 Environment (and ``.env``): GUNICORN_BIND (FLASK_HOST:FLASK_PORT), WEB_CONCURRENCY (workers: one per
-visible GPU, else one per 4 CPU cores, at least 1), GUNICORN_THREADS (2), GUNICORN_TIMEOUT (300 s),
+visible GPU, else one per 4 CPU cores, at least 1), GUNICORN_THREADS (MAX_CONCURRENT_INFERENCES +
+MAX_QUEUE + 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_TIMEOUT (300 s),
 GUNICORN_GRACEFUL_TIMEOUT (120 s), GUNICORN_MAX_REQUESTS (1000, with 10 % jitter; 0 = never recycle),
 GUNICORN_ACCESS_LOG ("-" = stdout), LOG_LEVEL.
 
@@ -49,9 +50,32 @@ bind = os.environ.get(
 # A model per worker: on a GPU one worker per device; on a CPU a worker per 4 cores, because torch
 # and the detector scale to about 4 threads per image and workers that each use every core fight.
 workers = int(os.environ.get("WEB_CONCURRENCY") or (len(_gpus) if _gpus else max(1, _cpus // 4)))
-# Threads answer /health and the page while an image is segmented (one inference at a time per worker).
-threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+# A thread for every segmentation admitted (MAX_CONCURRENT_INFERENCES running + MAX_QUEUE waiting)
+# and two more, so /health, /metrics and the page always find one. If GUNICORN_THREADS is set
+# lower, admission shrinks its queue to fit (post_worker_init) and refuses the excess with 503.
+_admitted = int(os.environ.get("MAX_CONCURRENT_INFERENCES") or 1) + int(os.environ.get("MAX_QUEUE") or 8)
+threads = int(os.environ.get("GUNICORN_THREADS") or _admitted + 2)
+# gthread: idle keep-alive connections wait in the worker's poller, not in a thread. A thread
+# reads the request itself, so a client trickling its upload would hold one: in production
+# Gunicorn sits behind nginx, which buffers whole requests first (nginx.conf).
 worker_class = "gthread"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+
+
+def _short_first_wait() -> None:
+    """Gunicorn 27's gthread hands each new connection to a thread, which waits up to 5 s for its
+    first bytes before parking it in the poller: 100 connections that send nothing would hold
+    every thread, /health included, for most of a minute. A real client's request arrives with
+    its connection, so 50 ms is plenty; a silent one is parked at once and costs no thread."""
+    try:
+        from gunicorn.workers import gthread
+    except ImportError:  # pragma: no cover - Windows has no Gunicorn
+        return
+    if hasattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
+        gthread.DEFAULT_WORKER_DATA_TIMEOUT = float(os.environ.get("GUNICORN_FIRST_BYTE_WAIT_S", "0.05"))
+
+
+_short_first_wait()
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "120"))
 keepalive = 5
@@ -103,5 +127,9 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """The app, and with it the model, was loaded in this worker after the fork."""
-    worker.log.info("worker %s ready", worker.pid)
+    """The app, and with it the model, was loaded in this worker after the fork: tell admission
+    how many threads serve it."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "sam_droplet" in getattr(app, "extensions", {}):
+        app.extensions["sam_droplet"].fit_to_threads(worker.cfg.threads)
+    worker.log.info("worker %s ready (%s threads)", worker.pid, worker.cfg.threads)

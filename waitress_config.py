@@ -1,7 +1,8 @@
 """Serve the app with Waitress (Windows and Linux workstations): ``python waitress_config.py``.
 
-Settings come from the environment (and ``.env``): FLASK_HOST, FLASK_PORT, WAITRESS_THREADS (4),
-WAITRESS_CONNECTION_LIMIT (100), WAITRESS_CHANNEL_TIMEOUT (300 s), WAITRESS_MAX_REQUEST_BODY_SIZE
+Settings come from the environment (and ``.env``): FLASK_HOST, FLASK_PORT, WAITRESS_THREADS
+(MAX_CONCURRENT_INFERENCES + MAX_QUEUE + 2), WAITRESS_CONNECTION_LIMIT (1000), WAITRESS_CHANNEL_TIMEOUT
+(60 s), WAITRESS_MAX_REQUEST_BODY_SIZE
 (bytes; MAX_UPLOAD_MB + 1 MB). On SIGTERM or Ctrl+C the requests in flight finish before it exits.
 """
 

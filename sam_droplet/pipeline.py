@@ -6,8 +6,8 @@ Cellpose's ``model.eval(img)`` does; :func:`load_model` loads SAM once into a re
 evaluator, the benchmark and the throughput instrument.
 
 An :class:`Engine` holds what a segmentation must not rebuild: its settings and the loaded SAM
-model. It knows nothing of the web: callers may pass ``check`` (called between stages and SAM
-batches; it may raise to stop the work, as a request's deadline does) and ``on_encoding`` (each
+model. It knows nothing of the web: callers may pass ``check`` (called at bounded intervals inside
+every stage and between SAM batches; it may raise to stop the work, as a request's deadline does) and ``on_encoding`` (each
 SAM encoding, for a cache of the caller's).
 """
 
@@ -50,6 +50,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Check = Callable[[str], None]
+
+# (bytes, bytes per pixel) of one segmentation's working memory, beyond the decoded image: see
+# Engine.working_bytes. SAM's part is its activations (the encoder at 1024 px) and its masks.
+_WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 72)}
 OnEncoding = Callable[[Any, Any], None]
 
 
@@ -236,6 +240,14 @@ class Engine:
             return cls(settings, status="degraded", status_reason=str(exc))
         return cls(settings, model=model)
 
+    def working_bytes(self, width: int, height: int, segmenter: str | None = None) -> int:
+        """Memory one segmentation of a ``width`` x ``height`` image needs beyond its decoded
+        pixels, at its peak: a fixed part and a part per pixel (the detector's float copies,
+        pyramid, masks and outlines; SAM's activations and masks). Measured on packed, sparse,
+        blank and pure-noise images from 1 to 16 Mpx (docs/reliability.md) and rounded up."""
+        fixed, per_pixel = _WORKING_SET["classical" if self.resolve_segmenter(segmenter) == "classical" else "sam"]
+        return int(fixed + per_pixel * width * height)
+
     @property
     def default_segmenter(self) -> str:
         if self.settings.segmenter == "auto":
@@ -359,13 +371,17 @@ class Engine:
 
             with self._model_lock:
                 raw, grid_stats = segment_grid(
-                    self.model, image.rgb8, self.settings.grid_points_per_side, self.settings.grid_crop_n_layers
+                    self.model,
+                    image.rgb8,
+                    self.settings.grid_points_per_side,
+                    self.settings.grid_crop_n_layers,
+                    check=check,
                 )
             timing["grid"] = (time.perf_counter() - t0) * 1000
             details["grid"] = grid_stats.as_dict()
         else:
             params = DetectionParams(appearance=appearance, nested_droplets=nested, threads=self.settings.torch_threads)
-            detection = detect_droplets(image.gray, params)
+            detection = detect_droplets(image.gray, params, check)
             timing["detect"] = (time.perf_counter() - t0) * 1000
             if check:
                 check("detection")
@@ -397,13 +413,15 @@ class Engine:
             # the preset says droplets carry contents); the grid segmenter's nested masks are cells
             # and reflections.
             t0 = time.perf_counter()
-            raw, report = resolve_overlaps(raw, keep_nested=nested and segmenter != "grid")
+            raw, report = resolve_overlaps(raw, keep_nested=nested and segmenter != "grid", check=check)
             timing["postprocess"] = (time.perf_counter() - t0) * 1000
             details["resolved"] = report.as_dict()
 
         t0 = time.perf_counter()
-        droplets = measure_droplets(raw, image.gray, options.um_per_px)
+        droplets = measure_droplets(raw, image.gray, options.um_per_px, check)
         timing["measure"] = (time.perf_counter() - t0) * 1000
+        if check:
+            check("measurement")
 
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
@@ -647,7 +665,8 @@ def segment(
         model: an engine from :func:`load_model`; None segments with the classical detector.
         fluorescence: a registered fluorescence picture of the same field (same kinds as ``image``).
         max_pixels: refuse images larger than this many pixels (None: no limit).
-        check: called between stages and SAM batches with the stage's name; raise in it to stop.
+        check: called with the stage's name at bounded intervals inside every stage (about a
+            second of work apart at most) and between SAM batches; raise in it to stop.
         on_encoding: receives each SAM encoding ``(view, encoding)`` (to cache for point queries).
         **options: the fields of :class:`SegmentOptions`: ``segmenter`` (auto, sam, classical,
             grid), ``preset``, ``filters``, ``um_per_px``, ``appearance``, ``fluorescence_threshold``,

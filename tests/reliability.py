@@ -7,7 +7,11 @@ Measures, on this machine:
 2. load: 8 concurrent clients for 2 minutes against a real Gunicorn (default settings: one worker
    per 4 cores, at least one) in classical mode on a ddPCR sample; throughput, p50/p95/p99
    latency, answers by status, worker RSS after warm-up and at the end;
-3. soak: sequential requests against a real Gunicorn, worker RSS after warm-up and at the end.
+3. soak: sequential requests against a real Gunicorn, worker RSS after warm-up and at the end;
+4. attacks (``tests/attacks.py``) on Waitress and Gunicorn at default settings: slow clients,
+   idle sockets and 8 concurrent segmentations (worst /health latency), memory bombs and the
+   largest admitted image (peak RSS rise of a worker), tenants (what another key can read) and
+   deadlines (overshoot past REQUEST_TIMEOUT_S).
 
 It lives beside the tests because it drives the same real servers and generated cases they do.
 """
@@ -175,6 +179,202 @@ def run_soak(png: bytes, n: int, tmp: Path) -> dict[str, Any]:
         server.wait_exit(120)
 
 
+# -- attacks --------------------------------------------------------------------------------------
+
+
+def _server(kind: str, tmp: Path, env: dict[str, str]) -> servers.ServerProcess:
+    kw = {"workers": 1} if kind == "gunicorn" else {}
+    server = servers.SERVERS[kind](servers.free_port(), tmp / f"{kind}-{time.time_ns()}.log", env, **kw)
+    server.wait_healthy()
+    return server
+
+
+def run_attacks(tmp: Path, hold_s: float) -> dict[str, Any]:
+    from sam_droplet.sam.model import save_random_checkpoint
+
+    from . import attacks
+
+    checkpoint = save_random_checkpoint(tmp / "mobile_sam.pt", "vit_t", seed=0)
+    sam_env = {
+        "SAM_MODEL_PATH": str(checkpoint), "SEGMENTER": "auto", "SAM_DEVICE": "cpu", "TORCH_THREADS": "1",
+        "RATE_LIMIT": "off",
+    }  # fmt: skip
+    small = png_bytes(synthetic.sparse_emulsion(shape=(192, 256), n=8, r_min=10, r_max=24, seed=3).image)
+    health: list[dict[str, Any]] = []
+
+    def record(server_name: str, attack: str, probe: Any, rss: Any, answers: str = "") -> None:
+        health.append({"server": server_name, "attack": attack, **probe.summary(), "rss_rise_mb": rss.rise_mb,
+                       "answers": answers})  # fmt: skip
+        print(f"  {server_name}: {attack}: {health[-1]}", file=sys.stderr, flush=True)
+
+    for kind in ("waitress", "gunicorn"):
+        server = _server(kind, tmp, sam_env)
+        try:
+            url, pid = server.url, server.proc.pid
+            with (
+                attacks.PeakRss(pid) as rss,
+                attacks.HealthProbe(url + "/health") as probe,
+                attacks.segmentations(url, small, n=8) as statuses,
+            ):
+                pass
+            record(kind, "8 concurrent segmentations (sam mode)", probe, rss, _counts(statuses))
+            with (
+                attacks.PeakRss(pid) as rss,
+                attacks.slow_uploads("127.0.0.1", server.port, n=4, interval=5.0),
+                attacks.HealthProbe(url + "/health") as probe,
+            ):
+                time.sleep(hold_s)
+            record(kind, f"4 slow uploads (1 byte / 5 s, {hold_s:.0f} s)", probe, rss)
+            with (
+                attacks.PeakRss(pid) as rss,
+                attacks.idle_sockets("127.0.0.1", server.port, n=101),
+                attacks.HealthProbe(url + "/health") as probe,
+            ):
+                time.sleep(hold_s)
+            record(kind, f"101 idle sockets ({hold_s:.0f} s)", probe, rss)
+            if kind == "gunicorn" and Path(servers.NGINX).exists():
+                with servers.nginx(tmp / "nginx", server.port) as (base, cert):
+                    port = int(base.rsplit(":", 1)[1])
+                    with (
+                        attacks.PeakRss(pid) as rss,
+                        attacks.slow_uploads("127.0.0.1", port, n=16, interval=5.0, tls=True),
+                        attacks.HealthProbe(base + "/health", verify=cert) as probe,
+                    ):
+                        time.sleep(hold_s)
+                    record("gunicorn behind nginx", f"16 slow uploads over TLS ({hold_s:.0f} s)", probe, rss)
+        finally:
+            server.terminate()
+            server.wait_exit(120)
+
+    memory: list[dict[str, Any]] = []
+    classical = {"SEGMENTER": "classical", "RATE_LIMIT": "off"}
+    server = _server("waitress", tmp, classical)
+    try:
+        url, pid = server.url, server.proc.pid
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            (name, "/segment_file", {"files": {"file": ("bomb", payload)}})
+            for name, payload in attacks.memory_bombs().items()
+        ]
+        cases.append(("40 MB data:;a;a;... URL", "/segment", {"json": attacks.data_url_bomb(40)}))
+        biggest = synthetic.packed_monolayer(shape=(3600, 3600), radius=15.0, seed=2).image
+        cases.append(
+            (
+                "3600^2 packed monolayer (admitted)",
+                "/segment_file",
+                {"files": {"file": ("big.png", png_bytes(biggest))}},
+            )
+        )
+        for name, path, kwargs in cases:
+            with attacks.PeakRss(pid) as rss, attacks.HealthProbe(url + "/health") as probe:
+                t0 = time.perf_counter()
+                r = requests.post(url + path, timeout=600, **kwargs)
+                seconds = time.perf_counter() - t0
+            memory.append({"case": name, "status": r.status_code, "seconds": seconds, "rss_rise_mb": rss.rise_mb,
+                           "health_worst_s": probe.worst_s, "droplets": r.headers.get("X-Droplet-Count")})  # fmt: skip
+            print(f"  memory: {memory[-1]}", file=sys.stderr, flush=True)
+    finally:
+        server.terminate()
+        server.wait_exit(120)
+
+    keys = {"A": "tenant-a-0123456789abcdef", "B": "tenant-b-0123456789abcdef"}
+    server = _server("waitress", tmp, {**classical, "API_KEYS": ",".join(keys.values())})
+    try:
+        url = server.url
+        a, b = {"X-API-Key": keys["A"]}, {"X-API-Key": keys["B"]}
+        pair = synthetic.fluorescence_pair(n=30, seed=4)
+        files = {
+            "file": ("bf.png", png_bytes(pair.brightfield.image)),
+            "fluorescence": ("fl.png", png_bytes(pair.fluorescence)),
+        }
+        sha = requests.post(url + "/segment_file", files=files, headers=a, timeout=120).json()["image"]["sha256"]
+        x, y = pair.brightfield.centers[len(pair.brightfield.centers) // 2]
+        tries = {
+            "GET /image/<A's sha>.png": requests.get(f"{url}/image/{sha}.png", headers=b),
+            "GET /image/<A's sha>.png?channel=fluorescence": requests.get(
+                f"{url}/image/{sha}.png?channel=fluorescence", headers=b
+            ),
+            "POST /segment_point {A's sha}": requests.post(
+                url + "/segment_point", json={"sha256": sha, "x": x, "y": y}, headers=b
+            ),
+        }
+        tenant = {"tries": {k: r.status_code for k, r in tries.items()},
+                  "leaked": sum(r.status_code == 200 for r in tries.values())}  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait_exit(120)
+
+    deadline: list[dict[str, Any]] = []
+    budget = 5.0
+    server = _server("waitress", tmp, {**classical, "REQUEST_TIMEOUT_S": f"{budget:g}"})
+    try:
+        slow = png_bytes(synthetic.packed_monolayer(shape=(3600, 3600), radius=15.0, seed=3).image)
+        for name, png in (
+            ("3600^2 packed monolayer (about 13 s of work)", slow),
+            ("2000^2 pixel noise", attacks.noise_png(2000)),
+            ("3600^2 pixel noise", attacks.noise_png(3600)),
+            ("4000^2 pixel noise (over the memory budget)", attacks.noise_png(4000)),
+        ):
+            t0 = time.perf_counter()
+            r = requests.post(server.url + "/segment_file", files={"file": ("x.png", png)}, timeout=600)
+            seconds = time.perf_counter() - t0
+            deadline.append({"case": name, "status": r.status_code, "seconds": seconds,
+                             "overshoot_s": max(0.0, seconds - budget)})  # fmt: skip
+            print(f"  deadline: {deadline[-1]}", file=sys.stderr, flush=True)
+    finally:
+        server.terminate()
+        server.wait_exit(120)
+    return {"health": health, "memory": memory, "tenant": tenant, "deadline": deadline, "deadline_s": budget}
+
+
+def _counts(statuses: list[int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(Counter(statuses).items()))
+
+
+def render_attacks(a: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Under attack",
+        "",
+        "`/health` probed on a new connection every 0.25 s during each attack (a failure counts as its 5 s "
+        "timeout); peak RSS is the largest rise of one worker over its level before the attack, sampled every "
+        "20 ms. Default settings (thread counts from MAX_CONCURRENT_INFERENCES + MAX_QUEUE + 2, Waitress "
+        "connection_limit 1000); Gunicorn with one gthread worker. Promise: /health within 1 s, no request "
+        "raising a worker by more than 1.5 GB, no 5xx.",
+        "",
+    ]
+    lines += markdown_table(
+        ["server", "attack", "/health probes", "failed", "worst /health", "peak RSS rise", "answers"],
+        [
+            [h["server"], h["attack"], h["probes"], h["failures"], f"{h['worst_s']:.3f} s",
+             f"{h['rss_rise_mb']:.0f} MB", h["answers"] or "-"]
+            for h in a["health"]
+        ],
+    )  # fmt: skip
+    lines += ["### Memory bombs", "", "Waitress, classical mode, MAX_REQUEST_MEMORY_MB 1200 (the default).", ""]
+    lines += markdown_table(
+        ["request", "answer", "time", "peak RSS rise", "worst /health"],
+        [
+            [m["case"], m["status"] if not m["droplets"] else f"{m['status']} ({m['droplets']} droplets)",
+             f"{m['seconds']:.1f} s", f"{m['rss_rise_mb']:.0f} MB", f"{m['health_worst_s']:.3f} s"]
+            for m in a["memory"]
+        ],
+    )  # fmt: skip
+    t = a["tenant"]
+    lines += [
+        "### Tenants",
+        "",
+        f"Key B asking for key A's cached image by its SHA-256: "
+        f"{', '.join(f'{k}: {v}' for k, v in t['tries'].items())}. Answers with A's data: **{t['leaked']}**.",
+        "",
+        f"### Deadlines (REQUEST_TIMEOUT_S = {a['deadline_s']:g} s)",
+        "",
+    ]
+    lines += markdown_table(
+        ["image", "answer", "answered after", "overshoot"],
+        [[d["case"], d["status"], f"{d['seconds']:.1f} s", f"{d['overshoot_s']:.1f} s"] for d in a["deadline"]],
+    )
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -188,7 +388,10 @@ def render(report: dict[str, Any]) -> str:
         "injected CUDA out-of-memory (503, next request served), a Gunicorn worker killed with SIGKILL "
         "mid-request (respawned, next requests served), 300 fuzz cases, a 200-request soak with flat "
         "memory, /metrics and JSON logs: `tests/test_hardening.py`, `tests/test_resilience.py`, "
-        "`tests/test_fuzz.py`. The figures below come from the longer runs of this command.",
+        "`tests/test_fuzz.py`. Every reproduction of the hostile-load review runs against real Waitress, "
+        "Gunicorn, nginx and redis in `tests/test_hostile.py`: slow uploads, idle sockets, segmentations "
+        "beyond the threads, memory bombs, tenants, deadlines, a 40 MB data URL, redis going down, odd "
+        "names and shapes, rate-limit buckets. The figures below come from the longer runs of this command.",
         "",
     ]
     f = report.get("fuzz")
@@ -253,6 +456,8 @@ def render(report: dict[str, Any]) -> str:
             f"after 20 requests, {soak['rss_end_mb']:.0f} MB at the end ({100 * soak['rss_growth']:+.1f} %).",
             "",
         ]
+    if report.get("attacks"):
+        lines += render_attacks(report["attacks"])
     return "\n".join(lines)
 
 
@@ -262,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=120, help="load test duration (0 = skip)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--soak", type=int, default=1000, help="sequential soak requests (0 = skip)")
+    parser.add_argument(
+        "--attack-seconds", type=float, default=20, help="how long each attack holds (0 = skip attacks)"
+    )
     parser.add_argument("--write", type=Path, help="write the Markdown report here (e.g. docs/reliability.md)")
     args = parser.parse_args(argv)
 
@@ -294,13 +502,20 @@ def main(argv: list[str] | None = None) -> int:
         small = png_bytes(synthetic.sparse_emulsion(shape=(192, 256), n=8, r_min=10, r_max=24, seed=3).image)
         report["soak"] = run_soak(small, args.soak, tmp)
         print(f"  {json.dumps(report['soak'])}", file=sys.stderr)
+    if args.attack_seconds:
+        print("attacks ...", file=sys.stderr, flush=True)
+        report["attacks"] = run_attacks(tmp, args.attack_seconds)
     text = render(report)
     if args.write:
         args.write.write_text(text)
         args.write.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     print(text)
     fuzz_failed = bool(report.get("fuzz", {}).get("failures"))
-    return 1 if fuzz_failed else 0
+    attacked = report.get("attacks") or {}
+    broken = any(h["failures"] or h["worst_s"] > 1.0 for h in attacked.get("health", []))
+    broken |= any(m["status"] >= 500 or m["rss_rise_mb"] > 1536 for m in attacked.get("memory", []))
+    broken |= bool(attacked.get("tenant", {}).get("leaked"))
+    return 1 if fuzz_failed or broken else 0
 
 
 if __name__ == "__main__":

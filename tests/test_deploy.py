@@ -78,52 +78,8 @@ def test_server_serves_then_stops_gracefully(name, server_env, small_png, slow_p
 
 # -- nginx in front of Gunicorn --------------------------------------------------------------------
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def nginx_conf_for_test(tmp: Path, http_port: int, https_port: int, upstream_port: int) -> Path:
-    """The project's nginx.conf with paths and ports (only) moved into ``tmp``."""
-    cert, key = tmp / "fullchain.pem", tmp / "privkey.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    text = (ROOT / "nginx.conf").read_text()
-    replacements = {
-        "pid /run/nginx.pid;": f"pid {tmp}/nginx.pid;",
-        "/var/log/nginx/": f"{tmp}/",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "listen 443 ssl http2;": f"listen 127.0.0.1:{https_port} ssl http2;",
-        "server 127.0.0.1:9487;": f"server 127.0.0.1:{upstream_port};",
-        "/etc/nginx/certs/fullchain.pem": str(cert),
-        "/etc/nginx/certs/privkey.pem": str(key),
-        "/opt/sam-droplet/sam_droplet/web/static/": f"{ROOT}/sam_droplet/web/static/",
-        "/var/www/html": str(tmp),
-    }
-    for old, new in replacements.items():
-        assert old in text, f"nginx.conf no longer contains {old!r}"
-        text = text.replace(old, new)
-    conf = tmp / "nginx.conf"
-    conf.write_text(text)
-    return conf
+NGINX = servers.NGINX
+nginx_conf_for_test = servers.nginx_conf_for_test
 
 
 @pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (.ci/run installs Debian's nginx)")
@@ -284,16 +240,22 @@ def test_kubernetes_manifests_match_the_app():
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d and "kind" in d)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= kinds
-    for dep in (d for d in docs if d["kind"] == "Deployment"):
+    for dep in (d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "sam-droplet-redis"):
         container = dep["spec"]["template"]["spec"]["containers"][0]
         assert container["ports"][0]["containerPort"] == 9487
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"]["path"] == "/health"
-            assert container[probe]["httpGet"]["port"] in (9487, "http")
+        # Live and ready are different questions: a busy pod is alive but not ready.
+        probes = {p: container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe", "startupProbe")}
+        assert probes["readinessProbe"]["path"] == "/health/ready"
+        assert probes["livenessProbe"]["path"] == probes["startupProbe"]["path"] == "/health/live"
+        assert all(p["port"] in (9487, "http") for p in probes.values())
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["TRUSTED_PROXIES"] == "1" and env["RATELIMIT_STORAGE_URI"].startswith("redis://sam-droplet-redis")
         assert container["resources"]["requests"] and container["resources"]["limits"]
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/app/model" in mounts
-    service = next(d for d in docs if d["kind"] == "Service")
+    redis = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "sam-droplet-redis")
+    assert redis["spec"]["ports"][0]["port"] == 6379
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "sam-droplet")
     assert service["spec"]["ports"][0]["targetPort"] in (9487, "http")
     gpu = [d for d in docs if d["kind"] == "Deployment" and "gpu" in d["metadata"]["name"]]
     assert gpu and gpu[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1

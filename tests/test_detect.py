@@ -1,5 +1,6 @@
 """Classical detection on generated images with exact ground truth."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -248,3 +249,68 @@ def test_content_inside_a_droplet_does_not_remove_the_droplet():
     group = [(100, 100, 45, 0.6), (80, 90, 20, 0.9), (120, 110, 20, 0.9)]
     kept = dedupe_outlines(_outlines(group), keep_nested=False)
     assert sorted(kept.r.tolist()) == [20, 20]
+
+
+def _ring_strip(shape: tuple[int, int], r: int) -> np.ndarray:
+    """Dark-rimmed droplets of radius ``r`` in a row along the long side of a light strip."""
+    img = np.full(shape, 200, np.uint8)
+    wide = shape[1] >= shape[0]
+    for k in range(0, max(shape), 4 * r):
+        centre = (k + r, shape[0] // 2) if wide else (shape[1] // 2, k + r)
+        cv2.circle(img, centre, r, 60, thickness=2, lineType=cv2.LINE_AA)
+    return img
+
+
+@pytest.mark.parametrize("shape", [(16, 4000), (16, 60000), (60000, 16), (200, 33000)])
+def test_long_thin_strips_are_segmented(shape):
+    """A channel or a line scan: 16 px wide, or longer than OpenCV's 32767 px remap limit."""
+    img = _ring_strip(shape, 5)
+    det = detect_droplets(img)
+    expected = max(shape) // 20
+    assert 0.9 * expected <= len(det.instances) <= expected, (len(det.instances), expected)
+    assert all(abs(i.radius - 5.5) < 1.5 for i in det.instances)
+
+
+def test_sampling_in_bands_equals_sampling_at_once(monkeypatch):
+    from sam_droplet.engine.detect import boundary
+
+    rng = np.random.default_rng(0)
+    image = rng.random((120, 3000), dtype=np.float32)
+    map_x = (rng.random((400, 64)) * 3100 - 50).astype(np.float32)
+    map_x = np.sort(map_x, axis=1) * 0.02 + rng.random((400, 1)).astype(np.float32) * 3000  # short rows
+    map_y = (rng.random((400, 64)) * 130 - 5).astype(np.float32)
+    whole = boundary._remap(image, map_x, map_y)
+    monkeypatch.setattr(boundary, "_REMAP_MAX", 500)
+    banded = boundary._remap(image, map_x, map_y)
+    np.testing.assert_allclose(banded, whole, atol=1e-5)
+    banded_t = boundary._remap(np.ascontiguousarray(image.T), map_y, map_x)
+    np.testing.assert_allclose(banded_t, whole, atol=1e-5)
+
+
+def test_pixel_noise_is_bounded_by_the_hough_edge_budget():
+    """A large level covered in edges (pixel noise) gets a higher edge threshold or no Hough
+    proposals at all; the outlines of real droplets keep the usual one."""
+    from sam_droplet.engine.detect.proposals import _HOUGH_EDGE_THRESHOLD, _hough_edge_threshold
+
+    noise = np.random.default_rng(0).integers(0, 255, (1500, 1500), dtype=np.uint8)
+    blur = cv2.GaussianBlur(noise, (0, 0), 1.0)
+    raised = _hough_edge_threshold(blur)
+    assert raised is None or raised > _HOUGH_EDGE_THRESHOLD
+    scene = synthetic.packed_monolayer(shape=(1024, 1024), radius=14.0, seed=1).image
+    gray = scene if scene.ndim == 2 else cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY)
+    assert _hough_edge_threshold(cv2.GaussianBlur(gray, (0, 0), 1.0)) == _HOUGH_EDGE_THRESHOLD
+    assert detect_droplets(noise).instances == []
+
+
+def test_a_check_that_raises_stops_detection_inside_its_stages():
+    scene = synthetic.packed_monolayer(shape=(768, 1024), radius=14.0, seed=1).image
+    seen: list[str] = []
+
+    def stop_at_fit(stage: str) -> None:
+        seen.append(stage)
+        if stage == "boundary fit":
+            raise TimeoutError(stage)
+
+    with pytest.raises(TimeoutError, match="boundary fit"):
+        detect_droplets(scene if scene.ndim == 2 else cv2.cvtColor(scene, cv2.COLOR_RGB2GRAY), check=stop_at_fit)
+    assert seen[0] == "droplet proposals" and "overlap resolution" not in seen

@@ -257,3 +257,108 @@ def test_json_logs_carry_the_request_id(classical_engine, small_png, service_log
     line = request_lines[-1]
     assert line["status"] == 200 and line["path"] == "/segment_file" and line["duration_ms"] > 0
     assert int(line["droplets"]) > 0 and "file" not in line
+
+
+# -- hostile input and heavy load (the system tier repeats these against real servers) -----------
+
+
+def test_redis_down_fails_open_with_a_warning(classical_engine, small_png, service_log):
+    # Nothing listens on port 1: every call to the store fails at once.
+    client = make_client(classical_engine, RATE_LIMIT="2 per minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
+    codes = [post(client, small_png).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # still limited, from this process's memory; never a 500
+    store = client.get("/health").get_json()["rate_limit_store"]
+    assert store["backend"] == "redis" and store["up"] is False and "fail-open" in store["policy"]
+    assert "sam_droplet_rate_limit_store_up 0.0" in client.get("/metrics").get_data(as_text=True)
+    assert "unreachable" in service_log.getvalue()
+
+
+def test_one_bucket_per_client_and_retry_after_only_on_refusals(classical_engine, small_png):
+    import base64
+
+    client = make_client(classical_engine, RATE_LIMIT="2 per minute")
+    first = post(client, small_png)
+    assert first.status_code == 200 and "Retry-After" not in first.headers
+    image = base64.b64encode(small_png).decode()
+    assert client.post("/segment", json={"image": image}).status_code == 200
+    refused = client.post("/analyze_image", json={"image": image})  # a third endpoint, same bucket
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    sha = first.get_json()["image"]["sha256"]
+    assert [client.get(f"/image/{sha}.png").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_health_live_ready_and_redacted_for_anonymous_callers(classical_engine):
+    client = make_client(classical_engine, API_KEYS=KEY)
+    assert client.get("/health/live").get_json() == {"status": "alive"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.get_json()["ready"] is True
+    anonymous, known = client.get("/health").get_json(), client.get("/health", headers={"X-API-Key": KEY}).get_json()
+    assert "pid" not in anonymous and "checkpoint" not in anonymous and "memory_mb" in anonymous
+    assert "pid" in known and "checkpoint" in known
+
+
+def test_ready_is_503_while_every_slot_and_queue_place_is_taken(classical_engine):
+    app = create_app(Config.from_mapping({"SEGMENTER": "classical", "MAX_QUEUE": "0"}), engine=classical_engine)
+    admission = app.extensions["sam_droplet"].admission
+    with admission.slot():
+        r = app.test_client().get("/health/ready")
+        assert r.status_code == 503 and r.headers["Retry-After"] and "busy" in r.get_json()["reason"]
+        assert app.test_client().get("/health/live").status_code == 200
+    assert app.test_client().get("/health/ready").status_code == 200
+
+
+def test_admission_fits_the_server_threads():
+    admission = Admission(max_concurrent=1, max_queue=8)
+    admission.fit_to_threads(11)
+    assert (admission.max_concurrent, admission.max_queue) == (1, 8)
+    admission.fit_to_threads(4)  # two threads kept for /health: one running, one waiting
+    assert (admission.max_concurrent, admission.max_queue) == (1, 1)
+    admission = Admission(max_concurrent=4, max_queue=8)
+    admission.fit_to_threads(3)
+    assert (admission.max_concurrent, admission.max_queue) == (1, 0)
+
+
+def test_errors_never_echo_unbounded_input(classical_engine, small_png):
+    client = make_client(classical_engine)
+    r = post(client, small_png, preset="p" * 100_000)
+    assert r.status_code == 400 and len(r.get_json()["error"]["message"]) < 1200
+    fields = {f"f{i}": "1" for i in range(1100)}
+    r = post(client, small_png, **fields)
+    assert r.status_code == 413 and "too many fields" in r.get_json()["error"]["message"]
+
+
+def test_data_urls_are_parsed_in_linear_time(classical_engine, small_png):
+    import base64
+
+    client = make_client(classical_engine, MAX_UPLOAD_MB="50")
+    t0 = time.perf_counter()
+    r = client.post("/segment", json={"image": "data:" + ";a" * 5_000_000})
+    assert r.status_code == 400 and "header" in r.get_json()["error"]["message"] and time.perf_counter() - t0 < 5
+    b64 = base64.b64encode(small_png).decode()
+    wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))  # as MIME tools wrap it
+    assert client.post("/segment", json={"image": "data:image/png;base64," + wrapped}).status_code == 200
+
+
+def test_non_latin_1_names_download_with_rfc_5987(classical_engine, small_png):
+    client = make_client(classical_engine)
+    for fmt in ("csv", "coco", "labels"):
+        r = client.post(
+            "/segment_file", data={"file": (io.BytesIO(small_png), "液滴 émulsion.png"), "format": fmt},
+            content_type="multipart/form-data",
+        )  # fmt: skip
+        disposition = r.headers["Content-Disposition"]
+        assert r.status_code == 200 and 'filename="emulsion' in disposition
+        assert "filename*=UTF-8''%E6%B6%B2%E6%BB%B4%20%C3%A9mulsion" in disposition
+
+
+def test_memory_budget_refuses_from_the_header(classical_engine):
+    import cv2
+    import numpy as np
+
+    client = make_client(classical_engine, MAX_UPLOAD_MB="50", MAX_IMAGE_PIXELS="100000000")
+    _, blank = cv2.imencode(".png", np.full((8000, 8000), 128, np.uint8))
+    r = client.post(
+        "/segment_file", data={"file": (io.BytesIO(blank.tobytes()), "b.png")}, content_type="multipart/form-data"
+    )
+    error = r.get_json()["error"]
+    assert r.status_code == 413 and "MAX_REQUEST_MEMORY_MB" in error["message"] and error["details"]["needed_mb"] > 1200

@@ -107,16 +107,16 @@ def test_sam_mode_reuses_the_embedding(sam_app, sam_engine, odd):
     cache = sam_app.extensions["sam_droplet"].cache
     body = _segment(client, data)
     sha = body["image"]["sha256"]
-    entry = cache.get(sha)
+    entry = cache.get("", sha)  # keys off: one tenant
     assert entry is not None and len(entry.encodings) == 1  # kept from the segmentation
-    (view, encoding), = entry.encodings.items()
+    ((view, encoding),) = entry.encodings.items()
     cx, cy = scene.centers[-1]
     r = client.post("/segment_point", json={"sha256": sha, "x": cx, "y": cy})
     found = r.get_json()
     assert r.status_code == 200 and found["segmenter"] == "sam"
     # The cached encoding answered: nothing was encoded, and it is still the one in the cache.
     assert "encode" not in found["timing_ms"] and "decode" in found["timing_ms"]
-    assert cache.get(sha).encodings[view] is encoding
+    assert cache.get("", sha).encodings[view] is encoding
     # The answer is the engine's for this prompt on that encoding: SAM's own mask when it agrees
     # with the detection; otherwise (a random-weight SAM) exactly the classical detection.
     image = read_image(data)
@@ -156,14 +156,25 @@ def test_cache_is_bounded_and_least_recently_used():
     first = context(0)
     cache = ImageCache(max_mb=2.5 * first.nbytes / 2**20)  # room for two
     a, b, c = first, context(1), context(2)
-    cache.put(a)
-    cache.put(b)
-    cache.get(a.image.sha256)  # a is now the most recent
-    cache.put(c)
-    assert cache.get(b.image.sha256) is None
-    assert cache.get(a.image.sha256) is a and cache.get(c.image.sha256) is c
+    cache.put("t", a)
+    cache.put("t", b)
+    cache.get("t", a.image.sha256)  # a is now the most recent
+    cache.put("t", c)
+    assert cache.get("t", b.image.sha256) is None
+    assert cache.get("t", a.image.sha256) is a and cache.get("t", c.image.sha256) is c
     assert cache.used_bytes <= cache.max_bytes
-    assert ImageCache(0).put(context(3)) is None  # 0 MB keeps nothing
+    assert ImageCache(0).put("t", context(3)) is None  # 0 MB keeps nothing
+
+
+def test_cache_entries_belong_to_their_tenant():
+    arr = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    entry = ImageContext(decode_image(png_bytes(arr), 10**8))
+    cache = ImageCache(max_mb=16)
+    cache.put("a", entry)
+    assert cache.get("a", entry.image.sha256) is entry
+    assert cache.get("b", entry.image.sha256) is None and cache.get("", entry.image.sha256) is None
+    cache.add_encoding("b", entry.image.sha256, "view", object())
+    assert not entry.encodings  # another tenant cannot attach to it either
 
 
 def test_cache_off_still_answers_uploads(odd, classical_engine):

@@ -11,7 +11,8 @@ import tifffile
 from PIL import Image
 
 from sam_droplet.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
-from sam_droplet.io.read import decode_image
+from sam_droplet.io.read import decode_channel, decode_image
+from sam_droplet.io.write import png_bytes
 
 LIMIT = 10_000_000
 RGB = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
@@ -174,3 +175,29 @@ def test_an_imagej_tiff_with_a_pixel_size_is_calibrated_without_um_per_px(client
     typed = client.post("/segment_file", data={"file": (io.BytesIO(buf.getvalue()), "p.tif"), "um_per_px": "1"})
     assert typed.get_json()["calibration"] == {"um_per_px": 1.0, "source": "request"}
     assert sd.segment(packed.image).as_dict(masks=False)["calibration"] == {"um_per_px": None, "source": "none"}
+
+
+def test_probe_reads_the_header_only_and_counts_every_sample():
+    from sam_droplet.io.read import probe_image
+
+    header = probe_image(png_bytes(np.zeros((30, 40, 3), np.uint16)))
+    assert (header.width, header.height, header.samples, header.bytes_per_sample) == (40, 30, 3, 2)
+    buf = io.BytesIO()
+    tile = np.zeros((16, 64, 64), np.uint8)
+    tifffile.imwrite(
+        buf, (tile for _ in range(4 * 16 * 16)), shape=(64, 1024, 1024), dtype=np.uint8, tile=(16, 64, 64),
+        volumetric=True, compression="zlib", photometric="minisblack",
+    )  # fmt: skip
+    volume = probe_image(buf.getvalue())
+    assert (volume.width, volume.height, volume.samples) == (1024, 1024, 64)
+    assert volume.decoded_bytes() == 2 * 1024 * 1024 * 64
+    # Refused from the header, before the 64 MB volume is decoded.
+    with pytest.raises(InvalidImage, match="unsupported TIFF layout"):
+        decode_image(buf.getvalue())
+
+
+def test_channels_of_one_file_have_their_own_digests():
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    data = png_bytes(rgb)
+    digests = {decode_channel(data, i).sha256 for i in range(3)}
+    assert len(digests) == 3 and decode_image(data).sha256 not in digests

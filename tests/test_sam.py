@@ -211,3 +211,20 @@ def test_grid_with_crop_layers_and_no_masks(sam_engine):
     rgb = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     instances, stats = segment_grid(sam_engine.model, rgb, points_per_side=2, crop_n_layers=1)
     assert instances == [] and stats.masks == 0
+
+
+def test_a_deadline_stops_the_grid_and_the_refinement(sam_engine, small_png):
+    import sam_droplet as sd
+
+    image = sd.read_image(small_png)
+    for segmenter, stage in (("grid", "grid"), ("sam", "SAM decoding")):
+        seen: list[str] = []
+
+        def stop(name: str, stage: str = stage, seen: list[str] = seen) -> None:
+            seen.append(name)
+            if name == stage:
+                raise TimeoutError(name)
+
+        with pytest.raises(TimeoutError, match=stage):
+            sam_engine.segment(image, sd.SegmentOptions(segmenter=segmenter), check=stop)
+        assert seen[-1] == stage

@@ -13,6 +13,7 @@ droplets. Feret diameters are measured on the convex hull of the mask's boundary
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,20 +163,28 @@ def _axis_ratio(mask: np.ndarray) -> float:
     return math.sqrt((major + 1 / 12) / (minor + 1 / 12))
 
 
-def measure_droplets(instances: list[Instance], gray: np.ndarray, um_per_px: float | None = None) -> list[Droplet]:
+def measure_droplets(
+    instances: list[Instance],
+    gray: np.ndarray,
+    um_per_px: float | None = None,
+    check: Callable[[str], None] | None = None,
+) -> list[Droplet]:
     """Measure each instance on the original intensities and number them in reading order.
 
     Args:
         instances: droplet masks (crops), each pixel in at most one.
         gray: HxW intensities in the image's own units (float or integer).
         um_per_px: the image's calibration (micrometres per pixel), or None.
+        check: called every thousand or so droplets (a deadline raises in it).
 
     Returns:
         Droplets sorted by centroid row band then column, with ids 1..N.
     """
     h, w = gray.shape
     droplets: list[Droplet] = []
-    for inst in instances:
+    for k, inst in enumerate(instances):
+        if check and k % 1024 == 0:
+            check("measurement")
         mask = inst.mask
         area = int(mask.sum())
         if area == 0:

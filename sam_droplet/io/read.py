@@ -15,7 +15,7 @@ import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -29,9 +29,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SUPPORTED_TYPES",
     "ImageData",
+    "ImageHeader",
     "ImageSource",
     "decode_channel",
     "decode_image",
+    "probe_image",
     "read_channel",
     "read_image",
     "sniff_type",
@@ -64,7 +66,8 @@ class ImageData:
         format: PNG, JPEG, TIFF, BMP or WEBP for files; ``array`` for arrays.
         bit_depth: bits per sample (8, 16 or 32).
         channels: samples per pixel in the source, alpha included (1 to 4).
-        sha256: hex digest of the file's bytes (for an array: of its shape, dtype and values).
+        sha256: hex digest of the file's bytes (for an array: of its shape, dtype and values; for
+            one channel of a multi-channel file: of the file's digest and the channel's index).
         um_per_px: the pixel size the file records (TIFF: OME ``PhysicalSizeX``, ImageJ's unit and
             resolution, or a resolution in centimetres), or None.
     """
@@ -201,6 +204,107 @@ def sniff_type(data: bytes) -> str:
     return magic.from_buffer(data[:4096], mime=True)
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding a pixel (:func:`probe_image`).
+
+    Attributes:
+        format: PNG, JPEG, TIFF, BMP or WEBP.
+        width, height: the picture's size in pixels (of the first page of a TIFF).
+        samples: values per pixel as stored, every extra dimension of a TIFF page included (a
+            3-D TIFF of depth 256 counts 256 times).
+        bytes_per_sample: 1, 2, 4 or 8.
+        pages: pictures in the file (TIFF pages; 1 for the other formats).
+    """
+
+    format: str
+    width: int
+    height: int
+    samples: int
+    bytes_per_sample: int
+    pages: int = 1
+
+    def decoded_bytes(self, pages_read: int = 1) -> int:
+        """Memory that decoding ``pages_read`` pages takes at its peak: the decoder's buffer and
+        the array it becomes (converted to RGB, 16 bit or float32) side by side."""
+        return 2 * self.width * self.height * self.samples * max(self.bytes_per_sample, 1) * pages_read
+
+
+def probe_image(data: bytes, max_pixels: int | None = None) -> ImageHeader:
+    """The header of an image file: size, samples and pages, without decoding pixels.
+
+    Raises:
+        InvalidImage: empty, or the header cannot be read.
+        UnsupportedImageType: not PNG, JPEG, TIFF, BMP or WebP.
+        ImageTooLarge: more than ``max_pixels`` pixels.
+    """
+    header = _probe(data)
+    _check_size(header.width, header.height, max_pixels)
+    return header
+
+
+def _probe(data: bytes) -> ImageHeader:
+    if not data:
+        raise InvalidImage("the uploaded file is empty")
+    fmt = _format_of(data)
+    if fmt == "TIFF":
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                if not tif.pages:
+                    raise InvalidImage("the TIFF file has no image")
+                page = tif.pages[0]
+                shape = dict(zip(page.axes, page.shape, strict=False))
+                width, height = int(shape.get("X", 0)), int(shape.get("Y", 0))
+                values = int(np.prod(page.shape, dtype=np.int64))
+                return ImageHeader(
+                    fmt, width, height, max(1, values // max(width * height, 1)), page.dtype.itemsize, len(tif.pages)
+                )
+        except InvalidImage:
+            raise
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise InvalidImage(f"the TIFF file cannot be read (corrupt or truncated): {exc}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=[fmt])
+            width, height, mode = im.width, im.height, im.mode
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("the image header declares more pixels than Pillow will open") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise InvalidImage(f"the {fmt} file cannot be read (corrupt or truncated): {exc}") from None
+    if fmt == "PNG" and data[24:25] == b"\x10":
+        per_sample = 2
+    elif mode.startswith(("I", "F")):
+        per_sample = 2 if mode.startswith("I;16") else 4
+    else:
+        per_sample = 1
+    # Palette pictures become RGB; the others keep their bands (alpha is dropped after decoding).
+    if mode in ("P", "PA"):
+        samples = 3
+    elif mode.startswith("I;16"):
+        samples = 1
+    else:
+        try:
+            samples = Image.getmodebands(mode)
+        except (KeyError, ValueError):
+            samples = 4
+    return ImageHeader(fmt, width, height, samples, per_sample)
+
+
+def _format_of(data: bytes) -> str:
+    mime = sniff_type(data)
+    fmt = SUPPORTED_TYPES.get(mime)
+    if fmt is None:
+        accepted = "PNG, JPEG, TIFF, BMP, WebP"
+        raise UnsupportedImageType(
+            f"unsupported file type {mime!r}: send one of {accepted}",
+            details={"detected": mime, "accepted": sorted(set(SUPPORTED_TYPES.values()))},
+        )
+    return fmt
+
+
 def decode_image(data: bytes, max_pixels: int | None = None, page: int = 0) -> ImageData:
     """Decode and validate the bytes of an image file.
 
@@ -217,14 +321,7 @@ def decode_image(data: bytes, max_pixels: int | None = None, page: int = 0) -> I
     """
     if not data:
         raise InvalidImage("the uploaded file is empty")
-    mime = sniff_type(data)
-    fmt = SUPPORTED_TYPES.get(mime)
-    if fmt is None:
-        accepted = "PNG, JPEG, TIFF, BMP, WebP"
-        raise UnsupportedImageType(
-            f"unsupported file type {mime!r}: send one of {accepted}",
-            details={"detected": mime, "accepted": sorted(set(SUPPORTED_TYPES.values()))},
-        )
+    fmt = _format_of(data)
     digest = hashlib.sha256(data).hexdigest()
     um_per_px = None
     if fmt == "TIFF":
@@ -342,13 +439,18 @@ def decode_channel(data: bytes, index: int, max_pixels: int | None = None) -> Im
         image = decode_image(data, max_pixels, page=index)
         if image.pixels.ndim != 2:
             raise InvalidImage(f"TIFF page {index} is not a 2-D picture (shape {image.pixels.shape})")
-        return image
+        return replace(image, sha256=_channel_digest(image.sha256, index))
     image = decode_image(data, max_pixels)
     n = 1 if image.pixels.ndim == 2 else image.pixels.shape[2]
     if not 0 <= index < n:
         raise InvalidOptions(f"channel {index} does not exist: the image has {n} channel(s), numbered from 0")
     plane = image.pixels if image.pixels.ndim == 2 else np.ascontiguousarray(image.pixels[..., index])
-    return ImageData(plane, image.format, image.bit_depth, 1, image.sha256, image.um_per_px)
+    return ImageData(plane, image.format, image.bit_depth, 1, _channel_digest(image.sha256, index), image.um_per_px)
+
+
+def _channel_digest(file_digest: str, index: int) -> str:
+    """The digest that names one channel of a file: the channels of one file are different images."""
+    return hashlib.sha256(f"{file_digest}:channel={index}".encode()).hexdigest()
 
 
 def _tiff_page_count(data: bytes) -> int:
@@ -411,9 +513,7 @@ def _tiff_pixel_size(tif: object, page: object) -> float | None:
     return None
 
 
-def _decode_tiff(
-    data: bytes, max_pixels: int | None, page_index: int = 0
-) -> tuple[np.ndarray, int, int, float | None]:
+def _decode_tiff(data: bytes, max_pixels: int | None, page_index: int = 0) -> tuple[np.ndarray, int, int, float | None]:
     import tifffile
 
     try:
@@ -428,6 +528,14 @@ def _decode_tiff(
             axes = page.axes
             shape = dict(zip(axes, page.shape, strict=False))
             _check_size(int(shape.get("X", 0)), int(shape.get("Y", 0)), max_pixels)
+            # Refused from the header: a volume (depth, time, ...) or more than 4 samples per pixel
+            # would be decoded whole, many times the picture's size, before being turned away.
+            extra = {a: n for a, n in shape.items() if a not in "YXS" and n > 1}
+            if extra or shape.get("S", 1) > 4:
+                raise InvalidImage(
+                    f"unsupported TIFF layout {axes} with shape {page.shape}: send a 2-D gray or RGB(A) picture "
+                    "(save each plane of a stack as a page)"
+                )
             arr = page.asarray()
             orientation = int(page.tags.get("Orientation").value) if "Orientation" in page.tags else 1
             um_per_px = _tiff_pixel_size(tif, page)

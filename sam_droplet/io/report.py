@@ -26,7 +26,7 @@ from ..engine.sizes import size_distribution, size_populations
 if TYPE_CHECKING:
     from ..result import Result
 
-__all__ = ["ReportPage", "page_from_result", "report_pdf"]
+__all__ = ["ReportPage", "page_from_result", "report_pdf", "thumbnail"]
 
 A4 = (8.27, 11.69)  # inches, portrait
 _THUMB_SIDE = 900  # px: the overlay is shrunk to this before it goes into the PDF
@@ -79,7 +79,9 @@ class ReportPage:
     def ddpcr(self) -> dict[str, Any] | None:
         if self.positive is None:
             return None
-        volume = float(np.mean(math.pi / 6 * self.diameters**3 / 1000)) if self.um_per_px and self.diameters.size else None
+        volume = (
+            float(np.mean(math.pi / 6 * self.diameters**3 / 1000)) if self.um_per_px and self.diameters.size else None
+        )
         return ddpcr_statistics(int(self.positive.size), int(self.positive.sum()), volume)
 
 
@@ -92,7 +94,7 @@ def page_from_result(result: Result, title: str = "image") -> ReportPage:
         diameters_px=np.array([d.equivalent_diameter_px for d in kept], dtype=np.float64),
         um_per_px=result.um_per_px,
         calibration=result.calibration_source,
-        overlay=_thumbnail(result.overlay(show_ids=False)),  # kept small: a batch holds one per image
+        overlay=thumbnail(result.overlay(show_ids=False)),  # kept small: a batch holds one per image
         positive=np.array([bool(d.fluorescence.get("positive")) for d in kept]) if fluorescence else None,
         threshold=fluorescence["fluorescence"]["call"] if fluorescence else None,
         objects=np.array([d.fluorescence.get("objects", 0) for d in kept]) if fluorescence else None,
@@ -112,16 +114,28 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.{digits}g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e4
+            else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        )
     return str(value)
 
 
-def _table(ax: Any, rows: list[list[str]], header: list[str] | None = None, widths: list[float] | None = None, fontsize: float = 7.5) -> None:
+def _table(
+    ax: Any,
+    rows: list[list[str]],
+    header: list[str] | None = None,
+    widths: list[float] | None = None,
+    fontsize: float = 7.5,
+) -> None:
     """A table filling the axes ``ax`` (rows shrink to fit; nothing spills over)."""
     ax.axis("off")
     if not rows:
         return
-    table = ax.table(cellText=rows, colLabels=header, colWidths=widths, cellLoc="left", colLoc="left", bbox=[0, 0, 1, 1])
+    table = ax.table(
+        cellText=rows, colLabels=header, colWidths=widths, cellLoc="left", colLoc="left", bbox=[0, 0, 1, 1]
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(fontsize)
     for (row, _), cell in table.get_celld().items():
@@ -130,7 +144,8 @@ def _table(ax: Any, rows: list[list[str]], header: list[str] | None = None, widt
             cell.set_facecolor("#eef2f8")
 
 
-def _thumbnail(rgb: np.ndarray) -> np.ndarray:
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` shrunk to at most the report's thumbnail side (900 px)."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -160,7 +175,7 @@ def _image_page(fig: Any, page: ReportPage, versions: str) -> None:
 
     ax = fig.add_axes((0.06, 0.655, 0.42, 0.27))
     if page.overlay is not None:
-        ax.imshow(_thumbnail(page.overlay))
+        ax.imshow(thumbnail(page.overlay))
     ax.axis("off")
     ax = fig.add_axes((0.59, 0.69, 0.36, 0.22))
     if page.diameters.size:

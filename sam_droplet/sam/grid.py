@@ -9,6 +9,7 @@ droplet-prompted ``sam`` mode; it is here for comparison and for non-droplet obj
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,18 @@ def generate_masks(generator: Any, image: np.ndarray) -> list[dict[str, Any]]:
         raise
 
 
+def _check_before(generator: Any, method: str, check: Callable[[str], None]) -> None:
+    """Call ``check("grid")`` before each call of the generator's ``method`` (its crops and its
+    prompt batches are the units of work the generator loops over)."""
+    original = getattr(generator, method)
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check("grid")
+        return original(*args, **kwargs)
+
+    setattr(generator, method, checked)
+
+
 @dataclass
 class GridStats:
     """What the mask generator did."""
@@ -54,6 +67,7 @@ def segment_grid(
     points_per_side: int = 32,
     crop_n_layers: int = 1,
     points_per_batch: int = 64,
+    check: Callable[[str], None] | None = None,
 ) -> tuple[list[Instance], GridStats]:
     """Run SAM's automatic mask generator and return its masks as crop instances.
 
@@ -63,6 +77,7 @@ def segment_grid(
         points_per_side: prompts along each side of the image (and of each crop).
         crop_n_layers: layers of overlapping crops (0 = the whole image only).
         points_per_batch: prompts decoded at once.
+        check: called before each crop's encoding and each batch of prompts; raise in it to stop.
     """
     import torch
 
@@ -74,6 +89,9 @@ def segment_grid(
         points_per_batch=points_per_batch,
         output_mode="binary_mask",
     )
+    if check is not None:
+        _check_before(generator, "_process_crop", check)
+        _check_before(generator, "_process_batch", check)
     stats = GridStats(points_per_side=points_per_side, crop_n_layers=crop_n_layers)
     with torch.inference_mode(), model.autocast():
         records = generate_masks(generator, rgb8)

@@ -4,7 +4,8 @@ A segmentation holds the model, a few hundred MB and every core for seconds; acc
 the process can run only grows memory and latency until clients time out. :class:`Admission` lets
 ``max_concurrent`` run, lets ``max_queue`` wait, and refuses the rest at once with
 :class:`Overloaded` (HTTP 503 with Retry-After). Each admitted request gets a :class:`Deadline`
-whose ``check`` the pipeline calls between stages and SAM batches (:class:`DeadlineExceeded`, HTTP 504).
+whose ``check`` the pipeline calls at bounded intervals inside every stage (at most about a second
+of work apart on 2 cores) and between SAM batches (:class:`DeadlineExceeded`, HTTP 504).
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ class Admission:
         self.waiting = 0
         self.running = 0
         self._on_change(self)
+
+    def fit_to_threads(self, threads: int, reserve: int = 2) -> None:
+        """Never let segmentations (running or queued) hold more than ``threads - reserve`` of the
+        server's ``threads`` worker threads: the rest answer /health, /metrics, the page and the
+        refusals. A request that would need another thread is refused at once (503), instead of
+        waiting for a thread where no deadline or queue limit sees it."""
+        room = max(1, threads - reserve)
+        with self._lock:
+            if self.max_concurrent > room:
+                # Only before any request: the semaphore is rebuilt with fewer slots.
+                self.max_concurrent = room
+                self._slots = threading.Semaphore(room)
+            self.max_queue = max(0, min(self.max_queue, room - self.max_concurrent))
+            self._on_change(self)
+
+    @property
+    def full(self) -> bool:
+        """Whether one more segmentation would be refused now (every slot and queue place taken)."""
+        return self.running >= self.max_concurrent and self.waiting >= self.max_queue
 
     def _retry_after(self) -> int:
         # About one segmentation's time per request ahead, at least a few seconds.

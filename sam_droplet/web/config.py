@@ -81,6 +81,9 @@ class ServerSettings:
         debug: Flask debug mode; never on unless asked for (FLASK_DEBUG).
         max_upload_mb: largest request body in MB (MAX_UPLOAD_MB).
         max_image_pixels: largest image in pixels, checked from the header (MAX_IMAGE_PIXELS).
+        max_request_memory_mb: memory one request may need: its decoded pixels (from the header:
+            size, samples, bytes per sample, pages read) and the segmenter's working set. Beyond it
+            413 before any pixel is decoded (MAX_REQUEST_MEMORY_MB).
         log_level: logging level (LOG_LEVEL).
         log_format: json (one object per line, for log collectors) or text (LOG_FORMAT).
         api_key_hashes: SHA-256 digests of the accepted API keys; empty = no keys needed (API_KEYS,
@@ -106,6 +109,7 @@ class ServerSettings:
     debug: bool = False
     max_upload_mb: float = 50.0
     max_image_pixels: int = 64_000_000
+    max_request_memory_mb: float = 1200.0
     log_level: str = "INFO"
     log_format: str = "json"
     api_key_hashes: tuple[str, ...] = ()
@@ -148,6 +152,7 @@ SERVER_VARIABLES: dict[str, tuple[str, Parser]] = {
     "debug": ("FLASK_DEBUG", parse_bool),
     "max_upload_mb": ("MAX_UPLOAD_MB", parse_float(0, inclusive=False)),
     "max_image_pixels": ("MAX_IMAGE_PIXELS", parse_int(1024)),
+    "max_request_memory_mb": ("MAX_REQUEST_MEMORY_MB", parse_float(0, inclusive=False)),
     "log_level": ("LOG_LEVEL", parse_choice(LOG_LEVELS, upper=True)),
     "log_format": ("LOG_FORMAT", parse_choice(LOG_FORMATS)),
     "api_key_hashes": ("API_KEYS", _key_hashes),

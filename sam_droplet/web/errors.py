@@ -70,8 +70,22 @@ STATUS: dict[type[DropletError], int] = {
 OUT_OF_MEMORY_RETRY_S = 10
 
 
+# Messages quote what was wrong with a request; a 40 MB option must not come back 40 MB long.
+MAX_MESSAGE_CHARS = 1000
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[:MAX_MESSAGE_CHARS]}... ({len(text) - MAX_MESSAGE_CHARS} more characters not shown)"
+
+
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
-    """The JSON error body and status every error of the service answers with."""
+    """The JSON error body and status every error of the service answers with (the message and
+    string details at most MAX_MESSAGE_CHARS long)."""
+    message = _bounded(message)
+    if details:
+        details = {k: _bounded(v) if isinstance(v, str) else v for k, v in details.items()}
     if has_request_context():
         g.error_code = code  # counted by code in /metrics (after_request)
     error: dict[str, Any] = {"code": code, "message": message}

@@ -81,7 +81,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         g.in_flight = True
 
     svc.auth_required = init_security(app, server)
-    init_rate_limits(app, server)
+    svc.limit_store = init_rate_limits(app, server)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -92,7 +92,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         if "error_code" in g:
             metrics.observe_error(endpoint, g.error_code)
         metrics.observe_process(svc.engine.device)
-        if endpoint not in ("api.health", "api.metrics_endpoint", "static"):
+        if endpoint not in ("api.health", "api.health_live", "api.health_ready", "api.metrics_endpoint", "static"):
             log.info(
                 "request",
                 extra={
@@ -127,6 +127,9 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):
+        if (request.content_length or 0) <= server.max_upload_bytes:
+            # Within the size limit: Werkzeug refused the form for its number of fields.
+            return error_response(413, "too_large", f"the form has too many fields (at most {request.max_form_parts})")
         return error_response(
             413, "too_large", f"the request is larger than {server.max_upload_mb:g} MB (MAX_UPLOAD_MB)"
         )

@@ -89,6 +89,11 @@ MEMORY_LIMIT = Gauge(
     "Memory the server may use: the container's cgroup limit, else the machine's memory",
     multiprocess_mode="livemax",
 )
+LIMIT_STORE_UP = Gauge(
+    "sam_droplet_rate_limit_store_up",
+    "0 while a worker cannot reach the shared rate-limit store (limits then count per process)",
+    multiprocess_mode="livemin",
+)
 GPU_USED = Gauge(
     "sam_droplet_gpu_memory_used_bytes",
     "Memory in use on the worker's GPU, all processes (CUDA workers only)",
@@ -123,6 +128,10 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
 
 def observe_error(endpoint: str, code: str) -> None:
     ERRORS.labels(endpoint, code).inc()
+
+
+def observe_limit_store(up: bool) -> None:
+    LIMIT_STORE_UP.set(1 if up else 0)
 
 
 def observe_load(running: int, waiting: int, slots: int, queue_limit: int) -> None:

@@ -1,6 +1,7 @@
 """HTTP API blueprint: the only module that knows about requests, form fields and status codes.
 
-Routes: ``GET /`` (upload page), ``GET /health``, ``GET /defaults``, ``POST /segment_file``
+Routes: ``GET /`` (upload page), ``GET /health`` (with ``/health/live`` and ``/health/ready``
+for probes), ``GET /defaults``, ``POST /segment_file``
 (multipart), ``POST /segment`` (JSON with a base64 image), ``POST /segment_point`` (one droplet at a
 point of a cached or uploaded image), ``GET /image/<sha256>.png`` (a cached image for display),
 ``POST /analyze_image``, ``GET /metrics`` (Prometheus). Segmentation goes through
@@ -16,18 +17,20 @@ import logging
 import math
 import re
 import time
+import unicodedata
 from dataclasses import asdict
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, g, jsonify, render_template, request
 
 from .. import __version__
 from ..engine.detect import APPEARANCES
 from ..engine.filters import DEFAULT_FILTERS, FILTER_KEYS, PRESETS
 from ..engine.fluorescence import FLUORESCENCE_COLUMNS, THRESHOLD_METHODS
-from ..errors import InvalidImage, InvalidOptions
-from ..io.read import ImageData, decode_channel, decode_image
+from ..errors import ImageTooLarge, InvalidImage, InvalidOptions
+from ..io.read import ImageData, decode_channel, decode_image, probe_image
 from ..io.write import BATCH_COLUMNS, CALIBRATED_COLUMNS, DROPLET_COLUMNS, FORMATS, png_bytes, render
 from ..pipeline import ImageContext, SegmentOptions, segment
 from ..result import Result
@@ -57,7 +60,8 @@ OPTION_FIELDS = (
 POINT_FIELDS = ("sha256", "x", "y", "segmenter", "diameter_px", "appearance", "um_per_px")
 IMAGE_TYPES = ["PNG", "JPEG", "TIFF", "BMP", "WebP"]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+_DATA_URL = re.compile(r"data:[\w/+.-]*(?:;[\w=.-]+)*;base64,", re.IGNORECASE)
+_DATA_URL_HEADER = 256  # characters: a media type and its parameters are short
 
 
 # -- request parsing ---------------------------------------------------------------------------
@@ -185,11 +189,22 @@ def _json_body(accepted: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _base64_image(value: Any, key: str = "image") -> bytes:
+    """The bytes of a data URL (``data:image/png;base64,...``) or of plain base64, in linear time:
+    the header is looked for only in the first ``_DATA_URL_HEADER`` characters."""
     if not isinstance(value, str) or not value:
         raise InvalidImage(f"'{key}' must be a non-empty string: a data URL or base64 data")
-    text = _DATA_URL.sub("", value.strip(), count=1)
+    text = value.lstrip()
+    if text[:5].lower() == "data:":
+        comma = text.find(",", 0, _DATA_URL_HEADER)
+        if comma < 0 or not _DATA_URL.fullmatch(text[: comma + 1]):
+            raise InvalidImage(f"'{key}' is a data URL without a short 'data:<type>;base64,' header")
+        text = text[comma + 1 :]
     try:
-        return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:  # base64 wrapped in lines: drop the whitespace (str.split is linear)
+        return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImage(f"'{key}' is not valid base64") from None
 
@@ -215,19 +230,71 @@ def _decode_images(data: bytes, fluorescence: bytes | None, raw: dict[str, Any])
     return decode_image(data, limit), fl_image
 
 
+def _tenant() -> str:
+    """Whose cached images this request may see: its API key's, or everyone's when keys are off."""
+    return g.get("api_key_id") or ""
+
+
+def _check_memory(
+    files: list[bytes | None], segmenter: str | None, decodes_per_file: int = 1, working: bool = True
+) -> None:
+    """Refuse (413) before any pixel is decoded a request whose decoded pixels (from the headers)
+    and segmentation working set (unless not ``working``) would need more than MAX_REQUEST_MEMORY_MB."""
+    svc = service()
+    server = svc.config.server
+    headers = [probe_image(f, server.max_image_pixels) for f in files if f]
+    if not headers:
+        return
+    first = headers[0]
+    need = decodes_per_file * sum(h.decoded_bytes() for h in headers)
+    if working:
+        need += svc.engine.working_bytes(first.width, first.height, segmenter)
+    if need > server.max_request_memory_mb * 2**20:
+        raise ImageTooLarge(
+            f"analysing this {first.width}x{first.height} image ({first.samples} sample(s) of "
+            f"{8 * first.bytes_per_sample} bit per pixel) needs about {need / 2**20:,.0f} MB; the limit per request is "
+            f"{server.max_request_memory_mb:g} MB (MAX_REQUEST_MEMORY_MB): send a smaller or cropped image",
+            details={
+                "width": first.width,
+                "height": first.height,
+                "needed_mb": round(need / 2**20),
+                "max_request_memory_mb": server.max_request_memory_mb,
+            },
+        )
+
+
 # -- responses -----------------------------------------------------------------------------------
 
 
 def _download_stem(name: str) -> str:
-    """A file-name stem safe in a Content-Disposition header (ASCII letters, digits, ``_.-``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePath(name).stem)[:80].strip("_") or "image"
+    """A file-name stem safe in a Content-Disposition header (ASCII letters, digits, ``_.-``;
+    accents folded: "émulsion" gives "emulsion")."""
+    folded = unicodedata.normalize("NFKD", _stem(name)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", folded)[:80].strip("_.") or "image"
+
+
+def _stem(name: str) -> str:
+    """The file name's stem, whichever separator its path used (a Windows browser sends ``C:\\...``)."""
+    return PurePath(name.replace("\\", "/")).stem
+
+
+def _attachment(name: str, suffix: str) -> str:
+    """Content-Disposition for a download named after ``name``: an ASCII ``filename`` for old
+    clients and, when the name is not plain ASCII, the name itself as RFC 5987 ``filename*``."""
+    plain = _download_stem(name)
+    header = f'attachment; filename="{plain}{suffix}"'
+    own = "".join(c for c in _stem(name) if c.isprintable() and c not in '"\\')
+    own = own.strip()[:80]
+    if own and own != plain:
+        header += f"; filename*=UTF-8''{quote(own + suffix, safe='')}"
+    return header
 
 
 def _respond(result: Result, fmt: str, name: str, started: float) -> Response:
     out = render(result, fmt, file_name=name, envelope={"success": True})
     response = Response(out.body, mimetype=out.mimetype)
     if fmt != "json":
-        response.headers["Content-Disposition"] = f'attachment; filename="{_download_stem(name)}{out.suffix}"'
+        response.headers["Content-Disposition"] = _attachment(name, out.suffix)
     response.headers["X-Droplet-Count"] = str(len(result.droplets))
     response.headers["X-Segmenter"] = result.segmenter
     response.headers["X-Processing-Ms"] = f"{(time.perf_counter() - started) * 1000:.0f}"
@@ -237,6 +304,8 @@ def _respond(result: Result, fmt: str, name: str, started: float) -> Response:
 def _segment_upload(data: bytes, name: str, raw: dict[str, Any], fluorescence: bytes | None = None) -> Response:
     started = time.perf_counter()
     options, fmt = _options(raw)  # bad options fail before the image is decoded
+    channels = raw.get("brightfield_channel") not in (None, "")
+    _check_memory([data, fluorescence], options.segmenter, decodes_per_file=2 if channels else 1)
     svc = service()
     with svc.admission.slot() as deadline:
         queued_ms = (time.perf_counter() - started) * 1000
@@ -244,10 +313,11 @@ def _segment_upload(data: bytes, name: str, raw: dict[str, Any], fluorescence: b
         image, fl_image = _decode_images(data, fluorescence, raw)
         decode_ms = (time.perf_counter() - t0) * 1000
         # Keep the image for later point queries; SAM's encodings join it as they are computed.
-        context = svc.cache.put(ImageContext(image))
+        tenant = _tenant()
+        context = svc.cache.put(tenant, ImageContext(image))
 
         def keep_encoding(view: Any, encoding: Any) -> None:
-            svc.cache.add_encoding(image.sha256, view, encoding)
+            svc.cache.add_encoding(tenant, image.sha256, view, encoding)
 
         result = segment(
             image,
@@ -259,7 +329,7 @@ def _segment_upload(data: bytes, name: str, raw: dict[str, Any], fluorescence: b
         )
         if context is not None:
             context.learn(result, options.spot_diameter_px)
-            svc.cache.put(context)  # re-checks the budget with what it learnt
+            svc.cache.put(tenant, context)  # re-checks the budget with what it learnt
     result.timing_ms = {"queue": queued_ms, "decode": decode_ms, **result.timing_ms}
     metrics.observe_result(result)
     return _respond(result, fmt, name, started)
@@ -284,9 +354,29 @@ def index() -> str:
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
-    info = service().health()
+    """Everything about this process (200 while it can segment: ``ok`` or ``degraded``). With API
+    keys on, an anonymous caller gets the figures without what describes the host."""
+    svc = service()
+    info = svc.health(full=not svc.auth_required or g.get("api_key_id") is not None)
     code = 200 if info["status"] in ("ok", "degraded") else 503
     return jsonify(info), code
+
+
+@bp.get("/health/live")
+def health_live() -> Response:
+    """Liveness: the process answers HTTP. Nothing else is asked, so a busy process stays alive."""
+    return jsonify({"status": "alive"})
+
+
+@bp.get("/health/ready")
+def health_ready() -> tuple[Response, int]:
+    """Readiness: the engine is up and a segmentation would be admitted now; 503 (with Retry-After)
+    takes a full or broken process out of a load balancer's rotation until it has room."""
+    ready, reason = service().readiness()
+    response = jsonify({"ready": ready, "reason": reason})
+    if not ready:
+        response.headers["Retry-After"] = "5"
+    return response, 200 if ready else 503
 
 
 @bp.get("/metrics")
@@ -346,6 +436,7 @@ def analyze_image() -> Response:
     else:
         data, _, fields = _upload(form_fields=())
         _reject_unknown(set(fields), (), "form field(s)")
+    _check_memory([data], "classical")
     svc = service()
     with svc.admission.slot():
         t0 = time.perf_counter()
@@ -383,7 +474,10 @@ def segment_point() -> Response:
     SegmentOptions(segmenter=segmenter, appearance=appearance).validate()
     diameter = _as_float("diameter_px", raw.get("diameter_px"))
     um_per_px = _as_float("um_per_px", raw.get("um_per_px"))
+    if data is not None:
+        _check_memory([data], segmenter)
     svc = service()
+    tenant = _tenant()
     with svc.admission.slot():
         if data is None:
             digest = _as_text("sha256", raw.get("sha256")) or ""
@@ -391,16 +485,18 @@ def segment_point() -> Response:
                 raise InvalidOptions(
                     "sha256 must be the 64 hex digits of the image's SHA-256 (image.sha256 of a result)"
                 )
-            context = svc.cache.get(digest)
+            context = svc.cache.get(tenant, digest)
             if context is None:
-                raise NotCached("this image is no longer cached here: send it again as multipart 'file' with x and y")
+                raise NotCached("this image is not cached here: send it again as multipart 'file' with x and y")
         else:
             image = decode_image(data, svc.config.server.max_image_pixels)
-            context = svc.cache.get(image.sha256) or svc.cache.put(ImageContext(image)) or ImageContext(image)
+            context = (
+                svc.cache.get(tenant, image.sha256) or svc.cache.put(tenant, ImageContext(image)) or ImageContext(image)
+            )
         sha = context.image.sha256
 
         def keep_encoding(view: Any, encoding: Any) -> None:
-            svc.cache.add_encoding(sha, view, encoding)
+            svc.cache.add_encoding(tenant, sha, view, encoding)
 
         found = svc.engine.segment_from_point(context, x, y, segmenter, diameter, appearance, keep_encoding)
     body: dict[str, Any] = {
@@ -444,7 +540,7 @@ def _report_page(raw: Any, index: int) -> Any:
     """A report page from the page's JSON for one image (its droplets as the user kept them)."""
     import numpy as np
 
-    from ..io.report import ReportPage
+    from ..io.report import ReportPage, thumbnail
 
     if not isinstance(raw, dict):
         raise InvalidOptions(f"images[{index}] must be a JSON object")
@@ -459,8 +555,10 @@ def _report_page(raw: Any, index: int) -> Any:
             raise InvalidOptions(f"images[{index}].{key} must have one value per droplet ({n})")
     overlay = None
     if raw.get("overlay"):
-        image = decode_image(_base64_image(raw["overlay"], "overlay"), service().config.server.max_image_pixels)
-        overlay = image.rgb8
+        data = _base64_image(raw["overlay"], "overlay")
+        _check_memory([data], None, working=False)
+        # Shrunk at once: a batch keeps one per image, and the PDF shows a thumbnail anyway.
+        overlay = thumbnail(decode_image(data, service().config.server.max_image_pixels).rgb8)
     for key in ("threshold", "settings", "removed"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise InvalidOptions(f"images[{index}].{key} must be a JSON object")
@@ -500,16 +598,16 @@ def report() -> Response:
     with svc.admission.slot():
         pages = [_report_page(raw, i) for i, raw in enumerate(images)]
         pdf = report_pdf(pages)
-    name = _download_stem(pages[0].title) if len(pages) == 1 else "sam_droplet_batch"
+    name = pages[0].title if len(pages) == 1 else "sam_droplet_batch"
     response = Response(pdf, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}_report.pdf"'
+    response.headers["Content-Disposition"] = _attachment(PurePath(name).stem + "_report", ".pdf")
     return response
 
 
 @bp.get("/image/<sha256>.png")
 def cached_image(sha256: str) -> Response:
     """A cached image as 8-bit PNG, for pages that cannot display the upload (TIFF, 16-bit)."""
-    context = service().cache.get(sha256.lower()) if _SHA256.match(sha256.lower()) else None
+    context = service().cache.get(_tenant(), sha256.lower()) if _SHA256.match(sha256.lower()) else None
     if context is None:
         raise NotCached("this image is not cached here: segment it again")
     channel = request.args.get("channel", "brightfield")

@@ -20,7 +20,9 @@ from .errors import Unauthorized
 __all__ = ["PUBLIC_ENDPOINTS", "api_key_digest", "init_security", "load_key_hashes"]
 
 # Endpoints that never need a key: the page, its assets, health and metrics for probes.
-PUBLIC_ENDPOINTS = frozenset({"api.index", "api.health", "api.metrics_endpoint", "static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"api.index", "api.health", "api.health_live", "api.health_ready", "api.metrics_endpoint", "static"}
+)
 
 # The page loads only its own script and styles: no inline script, no third-party origin.
 CONTENT_SECURITY_POLICY = (

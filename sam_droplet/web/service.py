@@ -7,6 +7,7 @@ queries (:class:`~.cache.ImageCache`), and reports the process's health.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -20,8 +21,11 @@ from . import metrics
 from .admission import Admission
 from .cache import ImageCache
 from .config import Config
+from .limits import LimitStore
 
 __all__ = ["Service", "service"]
+
+log = logging.getLogger("sam_droplet")
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Service:
         admission: segmentations running and waiting, with their deadlines.
         cache: recent images and their SAM embeddings, for ``/segment_point``.
         auth_required: whether requests need an API key.
+        limit_store: the rate-limit counter store and whether it answers.
         started: when the process started serving (``time.time()``).
     """
 
@@ -42,6 +47,7 @@ class Service:
     admission: Admission
     cache: ImageCache
     auth_required: bool = False
+    limit_store: LimitStore | None = None
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -56,12 +62,43 @@ class Service:
             cache=ImageCache(server.image_cache_mb),
         )
 
-    def health(self) -> dict[str, Any]:
-        """Facts for /health: the engine's, the process's memory and CPU, the GPU's, the load.
+    def fit_to_threads(self, threads: int) -> None:
+        """Tell admission how many worker threads the server runs this app with (the servers'
+        launchers call it: Waitress's ``serve``, Gunicorn's ``post_worker_init``, uWSGI in app.py)."""
+        before = (self.admission.max_concurrent, self.admission.max_queue)
+        self.admission.fit_to_threads(threads)
+        after = (self.admission.max_concurrent, self.admission.max_queue)
+        if after != before:
+            log.warning(
+                "%d server threads: at most %d segmentation(s) running and %d waiting (asked for %d and %d), "
+                "so that 2 threads always answer /health; give the server more threads to queue more",
+                threads,
+                after[0],
+                after[1],
+                before[0],
+                before[1],
+            )
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this process should be sent new work, and why not: the engine is up (``ok`` or
+        ``degraded``) and a segmentation would be admitted (a slot or a place in the queue)."""
+        if self.engine.status not in ("ok", "degraded"):
+            return False, f"the engine is {self.engine.status}"
+        if self.admission.full:
+            return False, (
+                f"busy: {self.admission.running} segmentation(s) running and {self.admission.waiting} waiting"
+            )
+        return True, "ready"
+
+    def health(self, full: bool = True) -> dict[str, Any]:
+        """Facts for /health: the engine's, the process's memory and CPU, the GPU's, the load, the
+        rate-limit store.
 
         ``memory_usage`` (MB, the deployment guide's name) repeats ``memory_mb``; ``cpu_percent`` is
         this process's CPU use since the previous /health (all cores: up to 100 x cores);
-        ``gpu_memory`` (allocated and cached by torch, MB) is null off CUDA.
+        ``gpu_memory`` (allocated and cached by torch, MB) is null off CUDA. Without ``full`` (an
+        anonymous caller while API keys are on) what describes the host is left out: the
+        checkpoint's path, the pid, the reason text, the GPU's name.
         """
         import psutil
 
@@ -85,8 +122,12 @@ class Service:
             "pid": os.getpid(),
             "auth_required": self.auth_required,
             "load": {"running": self.admission.running, "waiting": self.admission.waiting},
+            "rate_limit_store": self.limit_store.state() if self.limit_store else None,
             "version": __version__,
         }
+        if not full:
+            for key in ("checkpoint", "pid", "reason", "cuda"):
+                info.pop(key, None)
         return info
 
 

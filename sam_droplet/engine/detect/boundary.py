@@ -47,9 +47,39 @@ def sample_rays(pyramid: list[np.ndarray], props: Proposals, n_rays: int) -> tup
             sl = slice(start, start + 8192)
             map_x = cx[sl] + r[sl] * off_x[None, :]
             map_y = cy[sl] + r[sl] * off_y[None, :]
-            vals = cv2.remap(pyramid[lv], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            vals = _remap(pyramid[lv], map_x, map_y)
             profiles[idx[sl]] = vals.reshape(-1, n_rays, SAMPLES)
     return profiles, rho
+
+
+_REMAP_MAX = 32000  # cv2.remap takes images and maps under 32767 (SHRT_MAX) pixels a side
+
+
+def _remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """``cv2.remap`` (bilinear, reflected borders) of one row of points per droplet, for images of
+    any size: on a side of 32,000 px or more (a long strip, a stitched scan) droplets are sampled
+    in bands along that side, each from its own crop."""
+    h, w = image.shape
+    if h < _REMAP_MAX and w < _REMAP_MAX:
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    wide = w >= _REMAP_MAX
+    along = map_x if wide else map_y
+    lo, hi = np.floor(along.min(axis=1)), np.ceil(along.max(axis=1))
+    order = np.argsort(lo, kind="stable")
+    out = np.empty(map_x.shape, np.float32)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and hi[order[start : end + 1]].max() - lo[order[start]] < _REMAP_MAX - 8:
+            end += 1
+        rows = order[start:end]
+        a = int(max(lo[rows].min() - 2, 0))
+        b = int(min(hi[rows].max() + 3, w if wide else h))
+        crop = image[:, a:b] if wide else image[a:b]
+        mx, my = (map_x[rows] - a, map_y[rows]) if wide else (map_x[rows], map_y[rows] - a)
+        out[rows] = cv2.remap(crop, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        start = end
+    return out
 
 
 def smooth_around(profiles: np.ndarray, radii: np.ndarray, arc_px: float = 3.0) -> np.ndarray:
@@ -124,7 +154,6 @@ def _shift(x: np.ndarray, k: int) -> np.ndarray:
 
 
 _INF = np.float32(np.inf)
-
 
 
 def _along(x: np.ndarray, op: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from ..instances import Instance, ResolveReport, resolve_overlaps
 from .normalize import noise_sigma, normalize_intensity, pyramid
 from .outlines import fit_outlines, rasterize
-from .params import APPEARANCES, DetectionParams
+from .params import APPEARANCES, Check, DetectionParams
 from .proposals import Proposals, merge_proposals, propose_all
 
 __all__ = ["Detection", "detect_droplets"]
@@ -41,12 +41,14 @@ class Detection:
         return float(np.median([2.0 * np.sqrt(i.area / np.pi) for i in self.instances]))
 
 
-def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> Detection:
+def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, check: Check | None = None) -> Detection:
     """Find droplets in a single-channel image.
 
     Args:
         gray: HxW image in any numeric dtype (original intensities; not modified).
         params: detector parameters; the defaults suit bright-field and fluorescence micrographs.
+        check: called with the stage's name at bounded intervals (well under a second of work
+            between two calls); whatever it raises stops the detection.
 
     Returns:
         A :class:`Detection` whose instances are the droplets, every pixel in at most one droplet.
@@ -60,7 +62,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
 
     # Proposals of every cue are only hypotheses (centre and size): pool them, so a droplet whose
     # rim is broken can still be proposed by its bright interior, and let the boundary fit decide.
-    by_cue = propose_all(norm, noise, params)
+    by_cue = propose_all(norm, noise, params, check)
     props = merge_proposals(Proposals.concat(list(by_cue.values())))
 
     # Choose the boundary model on an even subsample of the proposals, then fit them all.
@@ -70,7 +72,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
         # The best-ranked proposals are the likeliest droplets: judge the models on them.
         subset = props.take(np.argsort(-props.score, kind="stable")[:_MODEL_SAMPLE])
         for model in models:
-            outlines = fit_outlines(levels, subset, model, noise, params)
+            outlines = fit_outlines(levels, subset, model, noise, params, check)
             explained[model] = float(np.count_nonzero(outlines.score >= 0.7))
         # Bright-field rims are the common case. The rim model only accepts outlines that show a
         # rim, and fluorescence or dyed droplets give none at all; so a handful of confident ones
@@ -94,11 +96,13 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
         core = by_cue["bright"]
         final["bright"] = Proposals.concat([core, Proposals(core.cx, core.cy, 1.5 * core.r, 0.9 * core.score)])
     props = merge_proposals(Proposals.concat(list(final.values())))
-    outlines = fit_outlines(levels, props, cue, noise, params)
+    outlines = fit_outlines(levels, props, cue, noise, params, check)
 
     # Step 3: one outline per droplet, every pixel in at most one.
     instances: list[Instance] = []
     for i in range(len(outlines.score)):
+        if check and i % 2048 == 0:
+            check("outlines")
         inst = rasterize(outlines.ox[i], outlines.oy[i], outlines.radii[i], norm.shape)
         if inst is None:
             continue
@@ -106,5 +110,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None) -> 
         inst.center = (float(outlines.cx[i]), float(outlines.cy[i]))
         inst.radius = float(outlines.r[i])
         instances.append(inst)
-    instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets)
+    if check:
+        check("overlap resolution")
+    instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets, check=check)
     return Detection(instances=instances, appearance=cue, n_proposals=len(props), resolve=report)

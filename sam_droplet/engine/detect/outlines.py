@@ -15,13 +15,12 @@ from scipy.spatial import cKDTree
 
 from ..instances import Instance
 from .boundary import clear_edge, fit_boundaries, sample_rays, smooth_around
-from .params import DetectionParams
+from .params import Check, DetectionParams
 from .proposals import Proposals
 
 __all__ = ["Outlines", "circle_agreement", "dedupe_outlines", "fit_outlines", "outline_quality", "rasterize"]
 
 _GROW = 1.4  # a failed proposal is tried again this much larger
-
 
 
 def outline_quality(
@@ -136,8 +135,16 @@ class Outlines:
         return out
 
 
+_CHECK_EVERY = 4096  # proposals fitted between two calls of ``check`` (well under a second)
+
+
 def fit_outlines(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    cue: str,
+    noise: float,
+    params: DetectionParams,
+    check: Check | None = None,
 ) -> Outlines:
     """Fit proposals best first, in batches; keep good outlines, one per droplet.
 
@@ -156,9 +163,18 @@ def fit_outlines(
     batch = max(256, len(leaders))
     found: list[Outlines] = []
     while order.size:
+        if check:
+            check("boundary fit")
         current, order = order[:batch], order[batch:]
         batch = max(256, len(props) // 8)
-        out = _fit_parallel(pyramid, props.take(current), cue, noise, params)
+        # Fits are independent: a large batch is fitted in chunks, checking between them.
+        chunks = [current[i : i + _CHECK_EVERY] for i in range(0, current.size, _CHECK_EVERY)]
+        parts = []
+        for chunk in chunks:
+            if check and parts:
+                check("boundary fit")
+            parts.append(_fit_parallel(pyramid, props.take(chunk), cue, noise, params))
+        out = Outlines.concat(parts)
         found.append(out)
         sure = out.take(np.flatnonzero(out.score >= 0.85))
         if order.size and len(sure.score):
@@ -237,9 +253,7 @@ def _fit_refit(
     return first.take(np.flatnonzero(ok))
 
 
-def _fit_once(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
-) -> Outlines:
+def _fit_once(pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams) -> Outlines:
     """One boundary fit per proposal; score 0 where the fit is not a droplet outline.
 
     Small droplets get fewer rays (one per 2 px of outline, at least 16): more would cross the

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["APPEARANCES", "DetectionParams"]
+__all__ = ["APPEARANCES", "Check", "DetectionParams"]
 
 APPEARANCES = ("auto", "rim", "bright", "dark")
 
+# Called with the stage's name at bounded intervals of the work; raises to stop it (a deadline).
+Check = Callable[[str], None]
 
 
 @dataclass(frozen=True)

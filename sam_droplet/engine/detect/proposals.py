@@ -17,13 +17,12 @@ from scipy.spatial import cKDTree
 
 from ..thresholds import otsu_threshold
 from .normalize import noise_sigma
-from .params import DetectionParams
+from .params import Check, DetectionParams
 from .regions import remove_small, round_regions, split_regions
 
 __all__ = ["LEVEL_MAX_RADIUS", "Proposals", "merge_proposals", "propose_all", "propose_droplets"]
 
 LEVEL_MAX_RADIUS = 48.0  # interiors wider than this (level px) are left to the next, coarser level
-
 
 
 @dataclass
@@ -120,7 +119,9 @@ def rim_strip_jobs(rim: np.ndarray, params: DetectionParams, max_radius: float, 
     return [lambda k=k: job(k) for k in range(strips)]
 
 
-def rim_proposals(norm: np.ndarray, params: DetectionParams, levels: range | None = None) -> Proposals:
+def rim_proposals(
+    norm: np.ndarray, params: DetectionParams, levels: range | None = None, check: Check | None = None
+) -> Proposals:
     """Round regions enclosed by dark rims, at every pyramid level (or the given ``levels``)."""
     w = norm.shape[1]
     n_levels = rim_levels(norm.shape, params)
@@ -134,6 +135,8 @@ def rim_proposals(norm: np.ndarray, params: DetectionParams, levels: range | Non
             level_img = cv2.resize(level_img, size, interpolation=cv2.INTER_AREA)
         if level not in levels:
             continue
+        if check:
+            check("droplet proposals")
         rim, _ = rim_map(level_img, kernel, noise_sigma(level_img))
         max_radius = None if level == n_levels - 1 else LEVEL_MAX_RADIUS
         split_side = full_resolution_split(max_radius) if level == 0 and max_radius else None
@@ -147,7 +150,8 @@ def _flat_background(norm: np.ndarray, polarity: str) -> np.ndarray:
     """``norm`` minus a smooth background (per-tile percentile), signed so droplets are positive."""
     h, w = norm.shape
     tiles = 12
-    th, tw = max(h // tiles, 8), max(w // tiles, 8)
+    # Tiles of at least 8 px, but never larger than the image (a 16 px wide strip is one tile wide).
+    th, tw = min(max(h // tiles, 8), h), min(max(w // tiles, 8), w)
     gh, gw = max(h // th, 1), max(w // tw, 1)
     blocks = norm[: gh * th, : gw * tw].reshape(gh, th, gw, tw).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
     q = 10 if polarity == "bright" else 90
@@ -163,7 +167,8 @@ def _threshold_proposals(norm: np.ndarray, polarity: str, params: DetectionParam
     Large images are thresholded at reduced resolution (longer side about 1100 px): proposals only
     need centre and size, and the boundary fit runs at full resolution.
     """
-    factor = max(1, int(np.ceil(max(norm.shape) / 1100)))
+    # Never below 16 px on the short side: a long thin strip (a channel, a line scan) keeps its width.
+    factor = max(1, min(int(np.ceil(max(norm.shape) / 1100)), min(norm.shape) // 16))
     if factor > 1:
         small = cv2.resize(norm, (norm.shape[1] // factor, norm.shape[0] // factor), interpolation=cv2.INTER_AREA)
         props = _threshold_proposals(small, polarity, params)
@@ -197,7 +202,30 @@ def merge_proposals(props: Proposals) -> Proposals:
     return props.take(np.flatnonzero(alive))
 
 
-def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
+# A work budget: HoughCircles' cost grows with the edge pixels times their density (each edge
+# votes, each candidate centre measures every edge near it), so a large level covered in edges
+# (pixel noise, texture: 1.5 M edge pixels and 8 s at 2000x2000) would take minutes. Real
+# outlines at full resolution stay far below both bounds (at most 7 % and 270 k edge pixels on
+# the team's micrographs); only a level beyond both gets a higher edge threshold.
+_HOUGH_MAX_EDGE_FRACTION = 0.15
+_HOUGH_EDGE_BUDGET = 250_000
+_HOUGH_EDGE_THRESHOLD = 60.0  # Canny's upper threshold on 8-bit gradients (the lower is half)
+
+
+def _hough_edge_threshold(blur: np.ndarray) -> float | None:
+    """Canny's upper threshold for HoughCircles on ``blur``: the usual one, raised while the edges
+    exceed both the fraction and the budget; None when even the highest does (the level is
+    nothing but texture and gives no proposals)."""
+    threshold = _HOUGH_EDGE_THRESHOLD
+    limit = max(_HOUGH_MAX_EDGE_FRACTION * blur.size, _HOUGH_EDGE_BUDGET)
+    while threshold <= 255:
+        if np.count_nonzero(cv2.Canny(blur, threshold / 2, threshold)) <= limit:
+            return threshold
+        threshold *= 1.5
+    return None
+
+
+def _hough_proposals(norm: np.ndarray, params: DetectionParams, check: Check | None = None) -> Proposals:
     """Circles voted for by edge gradients (Hough), on every pyramid level.
 
     A permissive accumulator threshold finds faint and partly hidden outlines too; most of these
@@ -211,9 +239,14 @@ def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
             if min(img.shape) < 64:
                 break
             img = cv2.pyrDown(img)
+        if check:
+            check("droplet proposals")
         blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+        edge_threshold = _hough_edge_threshold(blur)
+        if edge_threshold is None:
+            continue
         found = cv2.HoughCircles(
-            blur, cv2.HOUGH_GRADIENT, dp=1, minDist=8, param1=60, param2=15, minRadius=3, maxRadius=24
+            blur, cv2.HOUGH_GRADIENT, dp=1, minDist=8, param1=edge_threshold, param2=15, minRadius=3, maxRadius=24
         )
         if found is None:
             continue
@@ -225,32 +258,39 @@ def _hough_proposals(norm: np.ndarray, params: DetectionParams) -> Proposals:
     return Proposals.concat(parts)
 
 
-def propose_droplets(norm: np.ndarray, cue: str, params: DetectionParams) -> Proposals:
+def propose_droplets(norm: np.ndarray, cue: str, params: DetectionParams, check: Check | None = None) -> Proposals:
     """Droplet proposals of one cue on a normalised image (see the module docstring)."""
     if cue == "rim":
-        return rim_proposals(norm, params)
+        return rim_proposals(norm, params, check=check)
     if cue == "hough":
-        return _hough_proposals(norm, params)
+        return _hough_proposals(norm, params, check)
     return _threshold_proposals(norm, cue, params)
 
 
-def propose_all(norm: np.ndarray, noise: float, params: DetectionParams) -> dict[str, Proposals]:
+def propose_all(
+    norm: np.ndarray, noise: float, params: DetectionParams, check: Check | None = None
+) -> dict[str, Proposals]:
     """Proposals of every cue, computed in parallel threads.
 
     The rim cue at full resolution is the longest single job: it is split into strips so the
-    cores share it with the other cues.
+    cores share it with the other cues. ``check`` is called between pyramid levels in every job;
+    what it raises stops the others too (no job waits for the rest to finish).
     """
     workers = params.workers()
     n_levels = rim_levels(norm.shape, params)
     strips = min(workers, max(1, norm.size // 1_500_000)) if n_levels > 1 else 1
-    with ThreadPoolExecutor(max_workers=params.workers()) as pool:
-        others = {cue: pool.submit(propose_droplets, norm, cue, params) for cue in ("bright", "dark", "hough")}
+    pool = ThreadPoolExecutor(max_workers=params.workers())
+    try:
+        others = {cue: pool.submit(propose_droplets, norm, cue, params, check) for cue in ("bright", "dark", "hough")}
         if strips == 1:
-            rim_jobs = [pool.submit(rim_proposals, norm, params)]
+            rim_jobs = [pool.submit(rim_proposals, norm, params, None, check)]
         else:
-            coarse = pool.submit(rim_proposals, norm, params, range(1, n_levels))
+            coarse = pool.submit(rim_proposals, norm, params, range(1, n_levels), check)
             rim, _ = rim_map(norm, params.rim_kernel_px | 1, noise)
             rim_jobs = [pool.submit(job) for job in rim_strip_jobs(rim, params, LEVEL_MAX_RADIUS, strips)] + [coarse]
         out = {"rim": Proposals.concat([f.result() for f in rim_jobs])}
         out.update({cue: f.result() for cue, f in others.items()})
+    finally:
+        # On a stop, jobs not started are dropped; running ones stop at their next check.
+        pool.shutdown(wait=False, cancel_futures=True)
     return out
