@@ -7,8 +7,8 @@ evaluator, the benchmark and the throughput instrument.
 
 An :class:`Engine` holds what a segmentation must not rebuild: its settings and the loaded SAM
 model. It knows nothing of the web: callers may pass ``check`` (called at bounded intervals inside
-every stage and between SAM batches; it may raise to stop the work, as a request's deadline does) and ``on_encoding`` (each
-SAM encoding, for a cache of the caller's).
+every stage and between SAM batches; it may raise to stop the work, as a request's deadline does)
+and ``on_encoding`` (each SAM encoding, for a cache of the caller's).
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 Check = Callable[[str], None]
 
 # (bytes, bytes per pixel) of one segmentation's working memory, beyond the decoded image: see
-# Engine.working_bytes. SAM's part is its activations (the encoder at 1024 px) and its masks.
-_WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 72)}
+# Engine.working_bytes. Measured peak rises: classical 0.8 GB at 13 Mpx (packed monolayer, 60 B/px
+# on pixel noise, 100 B/px on a 16 px strip); sam 0.43, 0.54 and 0.62 GB at 1, 4 and 9.6 Mpx
+# (its encoder's activations at 1024 px, then the masks).
+_WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 32)}
 OnEncoding = Callable[[Any, Any], None]
 
 
@@ -244,9 +246,18 @@ class Engine:
         """Memory one segmentation of a ``width`` x ``height`` image needs beyond its decoded
         pixels, at its peak: a fixed part and a part per pixel (the detector's float copies,
         pyramid, masks and outlines; SAM's activations and masks). Measured on packed, sparse,
-        blank and pure-noise images from 1 to 16 Mpx (docs/reliability.md) and rounded up."""
-        fixed, per_pixel = _WORKING_SET["classical" if self.resolve_segmenter(segmenter) == "classical" else "sam"]
-        return int(fixed + per_pixel * width * height)
+        blank and pure-noise images from 1 to 16 Mpx (docs/reliability.md) and rounded up.
+
+        Raises:
+            NotReady: ``segmenter`` needs SAM and no model is loaded."""
+        pixels = width * height
+        fixed, per_pixel = _WORKING_SET["classical"]
+        need = fixed + per_pixel * pixels
+        if self.resolve_segmenter(segmenter) != "classical":
+            # SAM runs after the detector, whose memory is freed by then: the larger of the two.
+            fixed, per_pixel = _WORKING_SET["sam"]
+            need = max(need, fixed + per_pixel * pixels)
+        return int(need)
 
     @property
     def default_segmenter(self) -> str:

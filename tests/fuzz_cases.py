@@ -162,6 +162,16 @@ _VALID_CHOICES = {
     "bright",
     "dark",
 }
+
+
+def _json_object_or_null(text: str) -> bool:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return value is None or isinstance(value, dict)
+
+
 _word = st.text(min_size=1, max_size=12).filter(lambda t: t.strip() and t.strip().lower() not in _VALID_CHOICES)
 
 _bad_options = st.one_of(
@@ -170,7 +180,11 @@ _bad_options = st.one_of(
         _filter_keys,
         _bad_numbers,
     ),
-    st.builds(lambda t: Case("filters not json", "file", None, {"filters": t}), st.text(min_size=1, max_size=40)),
+    st.builds(
+        lambda t: Case("filters not json", "file", None, {"filters": t}),
+        # Blank, "null" and "{}" mean no filters and are accepted: only text that is not a JSON object.
+        st.text(min_size=1, max_size=40).filter(lambda t: t.strip() and not _json_object_or_null(t)),
+    ),
     st.builds(
         lambda v: Case("um_per_px bad", "file", None, {"um_per_px": v}),
         st.sampled_from(["nan", "inf", "-1", "0", "abc", "1e400", "-inf"]),

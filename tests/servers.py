@@ -195,6 +195,7 @@ def nginx_conf_for_test(tmp: Path, http_port: int, https_port: int, upstream_por
 def nginx(tmp: Path, upstream_port: int) -> Iterator[tuple[str, str]]:
     """The shipped nginx.conf in front of ``upstream_port``: yields (https base URL, CA file) once
     it answers /health."""
+    tmp.mkdir(parents=True, exist_ok=True)
     tmp.chmod(0o755)  # nginx's workers run as www-data and read the static files and certs
     http_port, https_port = free_port(), free_port()
     conf = nginx_conf_for_test(tmp, http_port, https_port, upstream_port)

@@ -57,32 +57,45 @@ class LimitStore:
         self.backend = uri.split("://", 1)[0] if uri else "memory"
         self._up = True
         self._checked = 0.0
+        self._checking = False
         self._lock = threading.Lock()
         metrics.observe_limit_store(True)
 
     def state(self) -> dict[str, Any]:
-        """``{"backend", "up", "policy"}`` for /health (``up`` is None with limits off)."""
+        """``{"backend", "up", "policy"}`` for /health and /metrics (``up`` is None with limits off).
+
+        The store is asked at most every ``CHECK_EVERY_S`` seconds, and after the first time in a
+        background thread: a store that hangs never slows /health down."""
         if self._limiter is None:
             return {"backend": None, "up": None, "policy": "rate limits off"}
         with self._lock:
-            if time.monotonic() - self._checked > self.CHECK_EVERY_S:
-                self._checked = time.monotonic()
-                up = self.backend == "memory" or bool(_ping(self._limiter))
-                if self._up and not up:
-                    log.warning(
-                        "rate-limit store %s unreachable: limiting from this process's memory until it answers",
-                        self.backend,
-                    )
-                elif up and not self._up:
-                    log.info("rate-limit store %s answers again", self.backend)
-                self._up = up
-                metrics.observe_limit_store(up)
+            stale = time.monotonic() - self._checked > self.CHECK_EVERY_S and not self._checking
+            first = self._checked == 0.0
+            if stale:
+                self._checked, self._checking = time.monotonic(), True
+        if stale and first:
+            self._refresh()
+        elif stale:
+            threading.Thread(target=self._refresh, name="limit-store-check", daemon=True).start()
         policy = "shared" if self._up else "fail-open: counted per process in memory until the store answers"
         return {
             "backend": self.backend,
             "up": self._up,
             "policy": policy if self.backend != "memory" else "per process",
         }
+
+    def _refresh(self) -> None:
+        up = self.backend == "memory" or _ping(self._limiter)
+        if self._up and not up:
+            log.warning(
+                "rate-limit store %s unreachable: limiting from this process's memory until it answers", self.backend
+            )
+        elif up and not self._up:
+            log.info("rate-limit store %s answers again", self.backend)
+        self._up = up
+        metrics.observe_limit_store(up)
+        with self._lock:
+            self._checking = False
 
 
 def _ping(limiter: Limiter) -> bool:

@@ -381,7 +381,10 @@ def health_ready() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
-    metrics.observe_process(service().engine.device)  # this worker's figures, fresh
+    svc = service()
+    metrics.observe_process(svc.engine.device)  # this worker's figures, fresh
+    if svc.limit_store is not None:
+        svc.limit_store.state()  # asks the rate-limit store at most every 5 s
     return Response(metrics.render(), mimetype=metrics.CONTENT_TYPE_LATEST.split(";")[0])
 
 
