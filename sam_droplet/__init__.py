@@ -7,6 +7,7 @@ One call segments an image (an array, a path or a file's bytes)::
     r = sd.segment("droplets.png", model=model, um_per_px=0.65)
     r.labels, r.droplets, r.summary                    # uint32 labels, Droplet records, statistics
     r.to_csv("droplets.csv")
+    t = sd.track("channel.avi", model=model)        # a video or TIFF stack: tracks, events, summary
 
 Data flows one way: read (:mod:`.io.read`), detect (:mod:`.engine.detect`), refine with SAM
 (:mod:`.sam`), resolve, measure and filter (:mod:`.engine`), write (:mod:`.io.write`), tied
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .io.read import ImageData, read_channel, read_image
 from .io.write import FORMATS, render
+from .motion import TrackResult, track
 from .pipeline import Engine, SegmentOptions, load_model, segment
 from .result import Result
 from .settings import SEGMENTERS, EngineSettings
@@ -56,6 +58,7 @@ __all__ = [
     "Result",
     "SegmentOptions",
     "StartupError",
+    "TrackResult",
     "UnsupportedImageType",
     "__version__",
     "create_app",
@@ -64,6 +67,7 @@ __all__ = [
     "read_image",
     "render",
     "segment",
+    "track",
 ]
 
 if TYPE_CHECKING:

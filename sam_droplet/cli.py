@@ -55,7 +55,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .web.waitress_server import serve, settings_from_env
 
         settings = settings_from_env(server)
-        print(f"sam-droplet on http://{server.host}:{server.port} (waitress, {settings['threads']} threads)", file=sys.stderr)
+        print(
+            f"sam-droplet on http://{server.host}:{server.port} (waitress, {settings['threads']} threads)",
+            file=sys.stderr,
+        )
         serve(app, **settings)
     else:
         app.run(host=server.host, port=server.port, debug=server.debug, use_reloader=False)
@@ -153,6 +156,64 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_track(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .motion import track
+    from .pipeline import Engine
+    from .settings import EngineSettings
+
+    engine = Engine.start(EngineSettings.from_env({"SEGMENTER": args.segmenter} if args.segmenter else {}))
+    options = {"segmenter": args.segmenter, "preset": args.preset, "um_per_px": args.um_per_px}
+    if args.appearance:
+        options["appearance"] = args.appearance
+    out_dir = Path(args.out)
+    failures = 0
+    for path in (Path(p) for p in args.videos):
+        with tqdm(desc=path.name, unit="frame", disable=args.quiet) as bar:
+
+            def progress(done: int, total: int, bar: tqdm = bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                result = track(
+                    path,
+                    engine,
+                    fps=args.fps,
+                    frame_step=args.frame_step,
+                    max_frames=args.max_frames,
+                    max_distance_px=args.max_distance,
+                    max_gap=args.max_gap,
+                    on_frame=progress,
+                    **{k: v for k, v in options.items() if v is not None},
+                )
+            except DropletError as exc:
+                failures += 1
+                tqdm.write(f"{path}: {exc.message}", file=sys.stderr)
+                continue
+        stems = [Path(v).stem for v in args.videos]
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
+        folder = out_dir / name if len(args.videos) > 1 else out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tracks.csv").write_text(result.tracks_csv())
+        (folder / "frames.csv").write_text(result.frames_csv())
+        (folder / "positions.csv").write_text(result.positions_csv())
+        (folder / "summary.json").write_text(result.to_json())
+        if not args.quiet:
+            s = result.summary
+            unit = "Hz" if s["fps"] else "per frame"
+            frequency = s.get("crossing_frequency_hz", s.get("crossing_frequency_per_frame"))
+            speed = s.get("median_speed_px_per_s", s.get("median_speed_px_per_frame"))
+            print(
+                f"{path.name}: {s['frames']} frames, {s['tracks']} tracks, crossing frequency "
+                f"{_number(frequency)} {unit}, median speed {_number(speed)} px/{'s' if s['fps'] else 'frame'}, "
+                f"{s['merges']} merge(s), {s['splits']} split(s) -> {folder}",
+                file=sys.stderr,
+            )
+    return 1 if failures else 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from .sam.weights import CHECKPOINTS, WeightsError, download, verify
 
@@ -216,13 +277,32 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold-method", choices=tuple(THRESHOLD_METHODS), default="otsu")
     seg.add_argument("--spot-diameter", type=float, default=5.0, help="objects counted per droplet, diameter in px")
     seg.add_argument(
-        "--contents", action="store_true", help="count the objects inside each droplet in bright field (as the preset droplets_with_contents does)"
+        "--contents",
+        action="store_true",
+        help="count the objects inside each droplet in bright field (as the preset droplets_with_contents does)",
     )
     seg.add_argument(
         "--report", action="store_true", help="also a one-page PDF report per image, and batch_report.pdf for several"
     )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)
+
+    trk = sub.add_parser("track", help="track droplets through videos (AVI, MP4, MOV) or multi-page TIFF stacks")
+    trk.add_argument("videos", nargs="+", metavar="VIDEO")
+    trk.add_argument("--out", required=True, help="output folder (a subfolder per video when there are several)")
+    trk.add_argument("--fps", type=float, help="frames per second, overriding the file's")
+    trk.add_argument("--frame-step", type=int, default=1, help="analyse every N-th frame")
+    trk.add_argument("--max-frames", type=int, help="stop after this many analysed frames")
+    trk.add_argument(
+        "--max-distance", type=float, help="farthest move between analysed frames, px (default: a diameter)"
+    )
+    trk.add_argument("--max-gap", type=int, default=1, help="frames a droplet may be missed in and keep its track")
+    trk.add_argument("--um-per-px", type=float, help="calibration in micrometres per pixel")
+    trk.add_argument("--segmenter", choices=SEGMENTERS)
+    trk.add_argument("--preset", help="filter preset (see GET /defaults)")
+    trk.add_argument("--appearance", choices=APPEARANCES)
+    trk.add_argument("--quiet", action="store_true", help="no progress bar")
+    trk.set_defaults(func=_cmd_track)
 
     weights = sub.add_parser("weights", help="download or verify SAM checkpoints")
     weights.add_argument("action", choices=("download", "verify"))

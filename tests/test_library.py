@@ -29,8 +29,11 @@ def readme_snippet() -> str:
 
 
 def run_snippet(folder: Path, image: np.ndarray) -> dict:
-    """Run the README's example in ``folder`` with its image there, as a user would."""
+    """Run the README's example in ``folder`` with its image (and a short video) there, as a user would."""
+    from sam_droplet.tools.synthetic_video import channel_flow, write_avi
+
     (folder / "droplets.png").write_bytes(png_bytes(image))
+    write_avi(channel_flow(n_frames=6, coalescence=False), folder / "channel.avi")
     scope: dict = {}
     cwd = Path.cwd()
     os.chdir(folder)
@@ -83,6 +86,8 @@ def test_readme_example_without_a_checkpoint(tmp_path, packed):
     assert r.segmenter == "classical"
     check_result(r, packed.image)
     assert (tmp_path / "droplets.csv").read_text().startswith("id,centroid_x_px")
+    t = scope["t"]
+    assert t.summary["frames"] == 6 and t.summary["fps"] == 100 and t.tracks and t.positions
 
 
 def test_readme_example_with_a_checkpoint(tmp_path, packed, random_checkpoint):

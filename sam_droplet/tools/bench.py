@@ -176,7 +176,16 @@ def _peak_rss_mb() -> float:
 
 
 def _measure_in_fresh_process(mode: str, image: Path, checkpoint: Path, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "sam_droplet.tools.bench", "--worker", mode, str(image), "--checkpoint", str(checkpoint)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sam_droplet.tools.bench",
+        "--worker",
+        mode,
+        str(image),
+        "--checkpoint",
+        str(checkpoint),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} on {image.name} failed:\n{proc.stderr[-2000:]}")
@@ -452,6 +461,34 @@ def throughput_images(tmp: Path, data: Path | None) -> list[Path]:
     return found or default_images(tmp, None)[:1]
 
 
+def measure_tracking(tmp: Path, n_frames: int = 120) -> list[str]:
+    """Frames per second of ``track`` (read, segment, link) on a generated channel-flow video, as
+    AVI and as TIFF, with its error against the truth; a Markdown table."""
+    from ..motion import track
+    from .synthetic_video import channel_flow, write_avi, write_tiff
+
+    video = channel_flow(n_frames=n_frames)
+    rows = []
+    for path in (write_avi(video, tmp / "flow.avi"), write_tiff(video, tmp / "flow.tif")):
+        t0 = time.perf_counter()
+        result = track(path)
+        seconds = time.perf_counter() - t0
+        s = result.summary
+        rows.append(
+            [
+                path.suffix[1:].upper(),
+                f"{n_frames / seconds:.1f}",
+                f"{100 * (s['crossing_frequency_hz'] / video.crossing_frequency_hz() - 1):+.2f} %",
+                f"{100 * (s['median_speed_px_per_s'] / video.main_speed - 1):+.2f} %",
+                s["tracks"],
+                s["merges"],
+            ]
+        )
+    head = f"Machine: {_describe_machine(_machine()).rstrip('.')}. {n_frames} frames of 480x160, classical mode, one process."
+    table = markdown_table(["container", "frames/s", "frequency error", "speed error", "tracks", "merges"], rows)
+    return [head, "", *table]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sam-droplet-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*", type=Path, help="images (default: a generated one and --data's)")
@@ -475,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the warm sam-mode throughput run (default images: the 1024x1024 ddPCR images)",
     )
+    parser.add_argument(
+        "--tracking-only",
+        action="store_true",
+        help="only tracking: frames per second of a generated 480x160 channel-flow video, classical mode",
+    )
     parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes at once")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: timed passes over the images")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
@@ -486,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="sam_droplet_bench_"))
+    if args.tracking_only:
+        print("\n".join(measure_tracking(tmp)))
+        return 0
     checkpoint = args.checkpoint or Path(os.environ.get("SAM_MODEL_PATH", "model/mobile_sam.pt"))
     if checkpoint.is_file():
         described = f"`{checkpoint}` (real weights)"
