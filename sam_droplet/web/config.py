@@ -102,6 +102,12 @@ class ServerSettings:
         image_cache_mb: memory for the images (and SAM embeddings) kept per process after a
             segmentation, so /segment_point can add a droplet without the upload; 0 = off
             (IMAGE_CACHE_MB).
+        results_dir: where jobs (videos, stacks) keep their upload, state and results; shared by
+            every worker of a host (RESULTS_DIR; default: sam-droplet-jobs in the temp folder).
+        job_ttl_s: finished jobs are deleted after this many seconds (JOB_TTL_S).
+        job_workers: jobs run at once per process (JOB_WORKERS).
+        jobs_per_key: jobs queued or running per API key (or per everyone, keys off) (JOBS_PER_KEY).
+        job_max_frames: frames one job may analyse; more is refused before decoding (JOB_MAX_FRAMES).
     """
 
     host: str = "0.0.0.0"
@@ -122,6 +128,11 @@ class ServerSettings:
     max_queue: int = 8
     request_timeout_s: float = 300.0
     image_cache_mb: float = 256.0
+    results_dir: Path | None = None
+    job_ttl_s: float = 86400.0
+    job_workers: int = 1
+    jobs_per_key: int = 4
+    job_max_frames: int = 5000
 
     @property
     def max_upload_bytes(self) -> int:
@@ -165,6 +176,11 @@ SERVER_VARIABLES: dict[str, tuple[str, Parser]] = {
     "max_queue": ("MAX_QUEUE", parse_int(0, 10000)),
     "request_timeout_s": ("REQUEST_TIMEOUT_S", parse_float(0, inclusive=False)),
     "image_cache_mb": ("IMAGE_CACHE_MB", parse_float(0, inclusive=True)),
+    "results_dir": ("RESULTS_DIR", _optional_path),
+    "job_ttl_s": ("JOB_TTL_S", parse_float(0, inclusive=False)),
+    "job_workers": ("JOB_WORKERS", parse_int(1, 64)),
+    "jobs_per_key": ("JOBS_PER_KEY", parse_int(1, 10000)),
+    "job_max_frames": ("JOB_MAX_FRAMES", parse_int(1, 10_000_000)),
 }
 
 

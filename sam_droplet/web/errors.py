@@ -21,7 +21,18 @@ from ..errors import (
     UnsupportedImageType,
 )
 
-__all__ = ["STATUS", "DeadlineExceeded", "NotCached", "Overloaded", "Unauthorized", "error_response", "respond_to"]
+__all__ = [
+    "STATUS",
+    "DeadlineExceeded",
+    "JobNotDone",
+    "JobNotFound",
+    "NotCached",
+    "Overloaded",
+    "TooManyJobs",
+    "Unauthorized",
+    "error_response",
+    "respond_to",
+]
 
 
 class NotCached(DropletError):
@@ -53,11 +64,32 @@ class DeadlineExceeded(DropletError):
     code = "deadline_exceeded"
 
 
+class JobNotFound(DropletError):
+    """No such job for this key (it never existed, belongs to another key, or expired)."""
+
+    code = "job_not_found"
+
+
+class JobNotDone(DropletError):
+    """The job has no result (yet): it is queued, running, failed or cancelled."""
+
+    code = "job_not_done"
+
+
+class TooManyJobs(DropletError):
+    """This key already has JOBS_PER_KEY jobs queued or running."""
+
+    code = "too_many_jobs"
+
+
 STATUS: dict[type[DropletError], int] = {
     InvalidImage: 400,
     InvalidOptions: 400,
     Unauthorized: 401,
     NotCached: 404,
+    JobNotFound: 404,
+    JobNotDone: 409,
+    TooManyJobs: 429,
     ImageTooLarge: 413,
     UnsupportedImageType: 415,
     NotReady: 503,

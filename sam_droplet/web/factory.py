@@ -19,6 +19,7 @@ from ..pipeline import Engine
 from . import metrics
 from .config import Config
 from .errors import error_response, respond_to
+from .job_routes import bp as jobs_bp
 from .limits import init_rate_limits
 from .logs import configure_logging
 from .routes import bp
@@ -93,6 +94,8 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
     metrics.set_engine_state(engine.model is not None, engine.status == "degraded")
     metrics.observe_process(engine.device)  # an idle worker shows its memory with the model loaded
     app.register_blueprint(bp)
+    app.register_blueprint(jobs_bp)
+    svc.start_jobs()
 
     # Order matters: the request id first (every later log line carries it), then the API key
     # (the rate limiter counts per key), then the rate limiter (registered by init_rate_limits).

@@ -30,7 +30,7 @@ log = logging.getLogger("sam_droplet")
 
 # The endpoints that cost an inference (or a PDF report).
 LIMITED_ENDPOINTS = frozenset(
-    {"api.segment_file", "api.segment_json", "api.analyze_image", "api.segment_point", "api.report"}
+    {"api.segment_file", "api.segment_json", "api.analyze_image", "api.segment_point", "api.report", "jobs.submit"}
 )
 
 

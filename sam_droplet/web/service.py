@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -21,6 +23,7 @@ from . import metrics
 from .admission import Admission
 from .cache import ImageCache
 from .config import Config
+from .jobs import InProcessQueue, JobStore
 from .limits import LimitStore
 
 __all__ = ["Service", "service"]
@@ -39,6 +42,7 @@ class Service:
         cache: recent images and their SAM embeddings, for ``/segment_point``.
         auth_required: whether requests need an API key.
         limit_store: the rate-limit counter store and whether it answers.
+        jobs: the job store (RESULTS_DIR); job_queue runs them in this process.
         started: when the process started serving (``time.time()``).
     """
 
@@ -48,6 +52,8 @@ class Service:
     cache: ImageCache
     auth_required: bool = False
     limit_store: LimitStore | None = None
+    jobs: JobStore | None = None
+    job_queue: InProcessQueue | None = None
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -61,6 +67,13 @@ class Service:
             ),
             cache=ImageCache(server.image_cache_mb),
         )
+
+    def start_jobs(self) -> None:
+        """The job store in RESULTS_DIR and this process's pool that runs them."""
+        server = self.config.server
+        root = server.results_dir or Path(tempfile.gettempdir()) / "sam-droplet-jobs"
+        self.jobs = JobStore(root)
+        self.job_queue = InProcessQueue(self.jobs, self.engine, server.job_workers)
 
     def fit_to_threads(self, threads: int) -> None:
         """Tell admission how many worker threads the server runs this app with (the servers'

@@ -1,0 +1,179 @@
+"""HTTP API for jobs: long work (a video or TIFF stack to track) submitted, watched, fetched, cancelled.
+
+``POST /jobs`` (multipart ``file`` and options) answers 202 with the job's URLs; ``GET /jobs/<id>``
+its state, progress and ETA; ``GET /jobs/<id>/result`` the results (``?format=json|csv|frames|
+positions``); ``DELETE /jobs/<id>`` cancels it, or deletes a finished one. A job belongs to the API
+key that made it: another key gets 404, as for a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
+
+from ..errors import ImageTooLarge, InvalidImage, InvalidOptions
+from ..io.video import probe_sequence
+from ..pipeline import SegmentOptions
+from .errors import JobNotDone, JobNotFound, TooManyJobs
+from .jobs import RESULT_FILES
+from .service import service
+
+__all__ = ["bp"]
+
+bp = Blueprint("jobs", __name__)
+
+JOB_FIELDS = (
+    "segmenter", "preset", "um_per_px", "appearance", "fps", "frame_step", "max_frames", "max_distance_px", "max_gap",
+)  # fmt: skip
+VIDEO_TYPES = ("AVI", "MP4", "MOV", "multi-page TIFF")
+
+
+def _owner() -> str:
+    return g.get("api_key_id") or ""
+
+
+def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidOptions(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    if not number >= minimum:
+        raise InvalidOptions(f"{name} must be at least {minimum:g}, got {str(value)[:40]!r}")
+    return number
+
+
+def _job_options(form: Any) -> dict[str, Any]:
+    unknown = sorted(set(form) - set(JOB_FIELDS))
+    if unknown:
+        raise InvalidOptions(
+            f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: file, {', '.join(JOB_FIELDS)}",
+        )
+    options: dict[str, Any] = {
+        "segmenter": (form.get("segmenter") or "").strip().lower() or None,
+        "preset": (form.get("preset") or "").strip().lower() or None,
+        "appearance": (form.get("appearance") or "").strip().lower() or None,
+        "um_per_px": _number("um_per_px", form.get("um_per_px"), float, 1e-9),
+        "fps": _number("fps", form.get("fps"), float, 1e-6),
+        "frame_step": _number("frame_step", form.get("frame_step"), int, 1) or 1,
+        "max_frames": _number("max_frames", form.get("max_frames"), int, 1),
+        "max_distance_px": _number("max_distance_px", form.get("max_distance_px"), float, 1e-6),
+        "max_gap": _number("max_gap", form.get("max_gap"), int, 0),
+    }
+    SegmentOptions(
+        segmenter=options["segmenter"], preset=options["preset"], appearance=options["appearance"]
+    ).validate()
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _view(job: dict[str, Any]) -> dict[str, Any]:
+    progress = job["progress"]
+    eta = None
+    if job["state"] == "running" and job["started"] and progress["done"] and progress["total"]:
+        elapsed = time.time() - job["started"]
+        eta = round(elapsed / progress["done"] * (progress["total"] - progress["done"]), 1)
+    return {
+        "success": True,
+        "job_id": job["job_id"],
+        "state": job["state"],
+        "file_name": job["file_name"],
+        "progress": progress,
+        "eta_s": eta,
+        "error": job["error"],
+        "created": job["created"],
+        "result_url": url_for("jobs.result", job_id=job["job_id"]) if job["state"] == "done" else None,
+    }
+
+
+def _own_job(job_id: str) -> dict[str, Any]:
+    job = service().jobs.get(job_id)
+    if job is None or job["owner"] != _owner():
+        raise JobNotFound(f"no job {job_id[:64]!r} for this key (jobs expire after JOB_TTL_S)")
+    return job
+
+
+@bp.post("/jobs")
+def submit() -> tuple[Response, int]:
+    svc = service()
+    server = svc.config.server
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidOptions(f"send the video as multipart/form-data with the field 'file' ({', '.join(VIDEO_TYPES)})")
+    options = _job_options(request.form)
+    svc.jobs.expire(server.job_ttl_s)
+    mine = [j for j in svc.jobs.jobs(_owner()) if j["state"] in ("queued", "running")]
+    if len(mine) >= server.jobs_per_key:
+        raise TooManyJobs(
+            f"{len(mine)} job(s) of this key are queued or running; at most {server.jobs_per_key} (JOBS_PER_KEY)"
+        )
+    job = svc.jobs.create(_owner(), upload.filename or "video", upload.read(), options)
+    try:
+        info = probe_sequence(svc.jobs.folder(job["job_id"]) / job["input"], options.get("fps"))
+        frames = len(range(0, info.frames, options["frame_step"]))
+        frames = min(frames, options.get("max_frames") or frames)
+        if frames > server.job_max_frames:
+            raise ImageTooLarge(
+                f"the sequence has {frames} frames to analyse; at most {server.job_max_frames} (JOB_MAX_FRAMES): "
+                "use frame_step or max_frames",
+                details={"frames": frames, "job_max_frames": server.job_max_frames},
+            )
+        pixels = info.width * info.height
+        if pixels > server.max_image_pixels:
+            raise ImageTooLarge(f"frames of {info.width}x{info.height} exceed MAX_IMAGE_PIXELS")
+    except (InvalidImage, ImageTooLarge):
+        svc.jobs.delete(job["job_id"])  # a refused upload leaves nothing behind
+        raise
+    svc.job_queue.submit(job["job_id"])
+    body = {
+        "success": True,
+        "job_id": job["job_id"],
+        "state": "queued",
+        "frames": frames,
+        "status_url": url_for("jobs.status", job_id=job["job_id"]),
+        "result_url": url_for("jobs.result", job_id=job["job_id"]),
+    }
+    response = jsonify(body)
+    response.headers["Location"] = body["status_url"]
+    return response, 202
+
+
+@bp.get("/jobs/<job_id>")
+def status(job_id: str) -> Response:
+    return jsonify(_view(_own_job(job_id)))
+
+
+@bp.get("/jobs/<job_id>/result")
+def result(job_id: str) -> Response:
+    job = _own_job(job_id)
+    if job["state"] != "done":
+        raise JobNotDone(
+            f"the job is {job['state']}" + (f": {job['error']}" if job["error"] else "; ask again when it is done"),
+            details={"state": job["state"]},
+        )
+    fmt = (request.args.get("format") or "json").lower()
+    if fmt not in RESULT_FILES:
+        raise InvalidOptions(f"unknown format {fmt[:20]!r}; accepted: {', '.join(RESULT_FILES)}")
+    path = service().jobs.folder(job_id) / RESULT_FILES[fmt]
+    if fmt == "json":
+        return jsonify({"success": True, "job_id": job_id, **json.loads(path.read_text())})
+    stem = job["file_name"].rsplit(".", 1)[0][:60] or "video"
+    return send_file(path, mimetype="text/csv", as_attachment=True, download_name=f"{stem}_{RESULT_FILES[fmt]}")
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel(job_id: str) -> Response:
+    job = _own_job(job_id)
+    jobs = service().jobs
+    if job["state"] in ("queued", "running"):
+        jobs.cancel(job_id)
+        if job["state"] == "queued":
+            jobs.update(job_id, state="cancelled", finished=time.time())
+        return jsonify(
+            {"success": True, "job_id": job_id, "state": "cancelling" if job["state"] == "running" else "cancelled"}
+        )
+    jobs.delete(job_id)
+    return jsonify({"success": True, "job_id": job_id, "state": "deleted"})
