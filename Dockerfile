@@ -27,7 +27,7 @@ COPY sam_droplet ./sam_droplet
 COPY model/README.md ./model/README.md
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sam \
- && chown sam:sam /app/model
+ && mkdir -p /results && chown sam:sam /app/model /results
 
 USER sam
 VOLUME ["/app/model"]

@@ -214,6 +214,33 @@ def _cmd_track(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    from .jobs import QUEUE_NAME, JobStore
+    from .web.config import Config
+
+    server = Config.from_env().server
+    url = args.url or server.job_queue_url
+    if not url:
+        raise SystemExit("sam-droplet: set JOB_QUEUE_URL (or --url redis://host:6379/0) to the web service's queue")
+    import tempfile
+
+    root = server.results_dir or Path(tempfile.gettempdir()) / "sam-droplet-jobs"
+    JobStore(root)  # the folder exists before the first job
+    connection = Redis.from_url(url)
+    # SimpleWorker runs jobs in this process, so the model loads once per worker (and CUDA, if
+    # any, is never initialised before a fork).
+    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    print(
+        f"sam-droplet worker {worker.name}: queue {QUEUE_NAME} on {url.split('@')[-1]}, results in {root}",
+        file=sys.stderr,
+    )
+    worker.work(burst=args.burst, logging_level="WARNING")
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     from .sam.weights import CHECKPOINTS, WeightsError, download, verify
 
@@ -303,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--appearance", choices=APPEARANCES)
     trk.add_argument("--quiet", action="store_true", help="no progress bar")
     trk.set_defaults(func=_cmd_track)
+
+    wk = sub.add_parser("worker", help="run jobs from the queue (JOB_QUEUE_URL), on any machine sharing RESULTS_DIR")
+    wk.add_argument("--url", help="redis URL of the queue (default: JOB_QUEUE_URL)")
+    wk.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    wk.set_defaults(func=_cmd_worker)
 
     weights = sub.add_parser("weights", help="download or verify SAM checkpoints")
     weights.add_argument("action", choices=("download", "verify"))

@@ -227,6 +227,13 @@ def test_docker_compose_validates():
     # nginx runs the project's nginx.conf; its upstream line is the one the command rewrites.
     assert "server 127.0.0.1:9487;" in (ROOT / "nginx.conf").read_text()
     assert "server 127.0.0.1:9487;/server app:9487;" in " ".join(services["nginx"]["command"])
+    # Job workers: the app's queue and results volume, scalable (no fixed name, no ports).
+    worker = services["worker"]
+    assert worker["command"] == ["sam-droplet", "worker"] and "ports" not in worker and "container_name" not in worker
+    for key in ("JOB_QUEUE_URL", "RESULTS_DIR"):
+        assert worker["environment"][key] == app["environment"][key]
+    targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in worker["volumes"]}
+    assert targets >= {"/results", "/app/model"}
 
     gpu = compose_config("docker-compose.yml", "docker-compose.gpu.yml")["services"]["app"]
     assert gpu["build"]["dockerfile"] == "Dockerfile.gpu" and gpu["environment"]["SAM_DEVICE"] == "cuda"
@@ -240,7 +247,8 @@ def test_kubernetes_manifests_match_the_app():
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d and "kind" in d)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= kinds
-    for dep in (d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "sam-droplet-redis"):
+    apps = ("sam-droplet-redis", "sam-droplet-worker")
+    for dep in (d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] not in apps):
         container = dep["spec"]["template"]["spec"]["containers"][0]
         assert container["ports"][0]["containerPort"] == 9487
         # Live and ready are different questions: a busy pod is alive but not ready.
@@ -253,6 +261,16 @@ def test_kubernetes_manifests_match_the_app():
         assert container["resources"]["requests"] and container["resources"]["limits"]
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert "/app/model" in mounts
+    # Job workers share the queue and the results volume with the web pods.
+    worker = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "sam-droplet-worker")
+    box = worker["spec"]["template"]["spec"]["containers"][0]
+    assert box["command"] == ["sam-droplet", "worker"]
+    web = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "sam-droplet")
+    web_env = {e["name"]: e["value"] for e in web["spec"]["template"]["spec"]["containers"][0]["env"]}
+    worker_env = {e["name"]: e["value"] for e in box["env"]}
+    assert (
+        worker_env["JOB_QUEUE_URL"] == web_env["JOB_QUEUE_URL"] and worker_env["RESULTS_DIR"] == web_env["RESULTS_DIR"]
+    )
     redis = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "sam-droplet-redis")
     assert redis["spec"]["ports"][0]["port"] == 6379
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "sam-droplet")
@@ -297,7 +315,9 @@ def test_built_wheel_serves_the_page(tmp_path):
         "print(json.dumps([sam_droplet.__file__, [p.status_code for p in pages], b'/static/js/app.js' in pages[0].data]))"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     file, codes, linked = json.loads(out.stdout.strip().splitlines()[-1])
     assert file.startswith(str(site)), file  # the wheel's copy, not the checkout's

@@ -147,3 +147,81 @@ def test_a_job_survives_as_failed_when_its_server_is_killed(video, tmp_path):
         assert job["state"] == "failed" and "restarted" in job["error"], job
     finally:
         again.stop()
+
+
+@pytest.mark.system
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server is not installed")
+def test_jobs_on_redis_run_in_a_separate_worker_and_a_killed_worker_fails_its_job(video, tmp_path):
+    """JOB_QUEUE_URL: a real redis-server, a real `sam-droplet worker`, a real Waitress. A job runs
+    to its result; a worker killed with SIGKILL mid-job leaves it failed, not running; a queued
+    job is cancelled before any worker takes it."""
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from . import servers
+
+    redis = servers.RedisServer(tmp_path).start()
+    env = {
+        "SEGMENTER": "classical", "RATE_LIMIT": "off", "RESULTS_DIR": str(tmp_path / "results"),
+        "JOB_QUEUE_URL": redis.url, "LOG_LEVEL": "warning",
+    }  # fmt: skip
+    web = servers.waitress(servers.free_port(), tmp_path / "web.log", env)
+
+    def start_worker(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        full = {**__import__("os").environ, **env}
+        return subprocess.Popen([sys.executable, "-m", "sam_droplet.cli", "worker"], env=full, stdout=log, stderr=log)
+
+    def post(data: bytes) -> str:
+        r = requests.post(web.url + "/jobs", files={"file": ("v.avi", data)}, timeout=60)
+        assert r.status_code == 202, r.text
+        return web.url + r.json()["status_url"]
+
+    def state(url: str) -> dict:
+        return requests.get(url, timeout=10).json()
+
+    worker = None
+    try:
+        web.wait_healthy()
+        # Queued with no worker yet: it waits in redis, and can be cancelled there.
+        waiting = post(video)
+        assert state(waiting)["state"] == "queued"
+        assert requests.delete(waiting, timeout=10).json()["state"] == "cancelled"
+        worker = start_worker("worker1")
+        done_url = post(video)
+        deadline = time.monotonic() + 180
+        while state(done_url)["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, "the worker never finished the job"
+            time.sleep(0.3)
+        assert state(done_url)["state"] == "done"
+        result = requests.get(done_url + "/result", timeout=10).json()
+        assert result["summary"]["frames"] == 40 and result["tracks"]
+        assert state(waiting)["state"] == "cancelled"  # never run
+        # The job names the RQ worker that ran it; a web process elsewhere asks redis whether that
+        # worker still lives (its registration expires when its heartbeats stop).
+        from sam_droplet.jobs import JobStore, RQQueue
+
+        store = JobStore(tmp_path / "results")
+        ran = store.get(done_url.rsplit("/", 1)[1])
+        queue = RQQueue(store, redis.url)
+        assert ran["rq_worker"] and not queue.holder_gone(ran)
+        assert queue.holder_gone({**ran, "rq_worker": "a-worker-that-died"})
+        # A long job; the worker is killed mid-way.
+        long_video = write_avi(channel_flow(n_frames=300, seed=2), tmp_path / "long.avi").read_bytes()
+        killed_url = post(long_video)
+        deadline = time.monotonic() + 120
+        while state(killed_url)["progress"]["done"] < 5:
+            assert time.monotonic() < deadline, "the long job never started"
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        job = state(killed_url)
+        assert job["state"] == "failed" and "stopped" in job["error"], job
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        web.stop()
+        redis.stop()

@@ -75,7 +75,8 @@ def test_no_module_below_the_web_layer_imports_it():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] if node.level == 0 else ["." * node.level + (node.module or "")]
             offenders += [f"{rel}: {n}" for n in names if forbidden.search(n.lstrip("."))]
-    # The command line starts the server, and only there (imported inside `serve` and `config`).
+    # The command line starts the server, and only there (imported inside `serve`, `config` and
+    # `worker`, which reads the server's job settings).
     assert sorted(set(offenders)) == ["cli.py: .web", "cli.py: .web.config", "cli.py: .web.waitress_server"], offenders
 
 

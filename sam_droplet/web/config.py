@@ -108,6 +108,8 @@ class ServerSettings:
         job_workers: jobs run at once per process (JOB_WORKERS).
         jobs_per_key: jobs queued or running per API key (or per everyone, keys off) (JOBS_PER_KEY).
         job_max_frames: frames one job may analyse; more is refused before decoding (JOB_MAX_FRAMES).
+        job_queue_url: redis URL of the RQ queue that ``sam-droplet worker`` processes serve;
+            empty = jobs run in the web process (JOB_QUEUE_URL).
     """
 
     host: str = "0.0.0.0"
@@ -133,6 +135,7 @@ class ServerSettings:
     job_workers: int = 1
     jobs_per_key: int = 4
     job_max_frames: int = 5000
+    job_queue_url: str = ""
 
     @property
     def max_upload_bytes(self) -> int:
@@ -154,6 +157,7 @@ class ServerSettings:
         out["API_KEYS"] = f"<{len(self.api_key_hashes)} key(s)>"
         out["CORS_ORIGINS"] = ",".join(self.cors_origins)
         out["RATELIMIT_STORAGE_URI"] = re.sub(r"//[^@/]*@", "//***@", self.ratelimit_storage_uri)
+        out["JOB_QUEUE_URL"] = re.sub(r"//[^@/]*@", "//***@", self.job_queue_url)
         return out
 
 
@@ -181,6 +185,7 @@ SERVER_VARIABLES: dict[str, tuple[str, Parser]] = {
     "job_workers": ("JOB_WORKERS", parse_int(1, 64)),
     "jobs_per_key": ("JOBS_PER_KEY", parse_int(1, 10000)),
     "job_max_frames": ("JOB_MAX_FRAMES", parse_int(1, 10_000_000)),
+    "job_queue_url": ("JOB_QUEUE_URL", parse_text),
 }
 
 

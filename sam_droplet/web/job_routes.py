@@ -16,9 +16,9 @@ from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 
 from ..errors import ImageTooLarge, InvalidImage, InvalidOptions
 from ..io.video import probe_sequence
+from ..jobs import RESULT_FILES
 from ..pipeline import SegmentOptions
 from .errors import JobNotDone, JobNotFound, TooManyJobs
-from .jobs import RESULT_FILES
 from .service import service
 
 __all__ = ["bp"]
@@ -90,10 +90,11 @@ def _view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _own_job(job_id: str) -> dict[str, Any]:
-    job = service().jobs.get(job_id)
+    svc = service()
+    job = svc.jobs.get(job_id)
     if job is None or job["owner"] != _owner():
         raise JobNotFound(f"no job {job_id[:64]!r} for this key (jobs expire after JOB_TTL_S)")
-    return job
+    return svc.jobs.reconcile(job, svc.job_queue.holder_gone if svc.job_queue is not None else None)
 
 
 @bp.post("/jobs")

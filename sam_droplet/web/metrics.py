@@ -94,6 +94,12 @@ LIMIT_STORE_UP = Gauge(
     "0 while a worker cannot reach the shared rate-limit store (limits then count per process)",
     multiprocess_mode="livemin",
 )
+JOBS = Gauge(
+    "sam_droplet_jobs",
+    "Jobs in RESULTS_DIR by state (the folder every worker shares: the same count from each)",
+    ["state"],
+    multiprocess_mode="livemax",
+)
 GPU_USED = Gauge(
     "sam_droplet_gpu_memory_used_bytes",
     "Memory in use on the worker's GPU, all processes (CUDA workers only)",
@@ -128,6 +134,12 @@ def observe_request(endpoint: str, method: str, status: int, seconds: float) -> 
 
 def observe_error(endpoint: str, code: str) -> None:
     ERRORS.labels(endpoint, code).inc()
+
+
+def observe_jobs(counts: dict[str, int]) -> None:
+    """Jobs by state: queued, running, done, failed, cancelled."""
+    for state, n in counts.items():
+        JOBS.labels(state).set(n)
 
 
 def observe_limit_store(up: bool) -> None:

@@ -385,6 +385,8 @@ def metrics_endpoint() -> Response:
     metrics.observe_process(svc.engine.device)  # this worker's figures, fresh
     if svc.limit_store is not None:
         svc.limit_store.state()  # asks the rate-limit store at most every 5 s
+    if svc.jobs is not None:
+        metrics.observe_jobs(svc.jobs.counts())
     return Response(metrics.render(), mimetype=metrics.CONTENT_TYPE_LATEST.split(";")[0])
 
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from flask import current_app
 
+from ..jobs import InProcessQueue, JobStore, RQQueue
 from ..pipeline import Engine
 from . import metrics
 from .admission import Admission
 from .cache import ImageCache
 from .config import Config
-from .jobs import InProcessQueue, JobStore
 from .limits import LimitStore
 
 __all__ = ["Service", "service"]
@@ -53,7 +53,7 @@ class Service:
     auth_required: bool = False
     limit_store: LimitStore | None = None
     jobs: JobStore | None = None
-    job_queue: InProcessQueue | None = None
+    job_queue: InProcessQueue | RQQueue | None = None
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -73,7 +73,10 @@ class Service:
         server = self.config.server
         root = server.results_dir or Path(tempfile.gettempdir()) / "sam-droplet-jobs"
         self.jobs = JobStore(root)
-        self.job_queue = InProcessQueue(self.jobs, self.engine, server.job_workers)
+        if server.job_queue_url:
+            self.job_queue = RQQueue(self.jobs, server.job_queue_url)
+        else:
+            self.job_queue = InProcessQueue(self.jobs, self.engine, server.job_workers)
 
     def fit_to_threads(self, threads: int) -> None:
         """Tell admission how many worker threads the server runs this app with (the servers'

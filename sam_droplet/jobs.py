@@ -1,5 +1,8 @@
 """Long work as jobs: a video or TIFF stack tracked in the background, its state on disk.
 
+The web service submits them (``POST /jobs``) and ``sam-droplet worker`` runs them; nothing here
+knows HTTP.
+
 Each job is a folder ``RESULTS_DIR/<id>/``: ``job.json`` (owner, state, progress, options,
 error), the uploaded file, and when done the results (``summary.json``, ``tracks.csv``,
 ``frames.csv``, ``positions.csv``). State lives on disk, written atomically, so any process that
@@ -22,13 +25,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import DropletError
+from .errors import DropletError
 
-__all__ = ["STATES", "InProcessQueue", "JobCancelled", "JobStore", "run_job"]
+__all__ = ["QUEUE_NAME", "STATES", "InProcessQueue", "JobCancelled", "JobStore", "RQQueue", "run_job", "run_stored_job"]
 
 log = logging.getLogger("sam_droplet")
 
@@ -107,6 +111,13 @@ class JobStore:
                 out.append(job)
         return out
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (every state listed, zeros included)."""
+        out = dict.fromkeys(STATES, 0)
+        for job in self.jobs():
+            out[job["state"]] = out.get(job["state"], 0) + 1
+        return out
+
     def cancel(self, job_id: str) -> None:
         (self.folder(job_id) / "cancel").touch()
 
@@ -125,6 +136,21 @@ class JobStore:
                 n += 1
         return n
 
+    def reconcile(
+        self, job: dict[str, Any], holder_gone: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, Any]:
+        """``job``, marked ``failed`` when it is ``running`` in a process that is gone: one of this
+        host (its pid), or one ``holder_gone`` says is gone (a queue's worker on another machine).
+        A job is never left running forever."""
+        gone = job["state"] == "running" and (
+            _process_gone(job.get("process", ""), own_pid_is_gone=False)
+            or (holder_gone is not None and holder_gone(job))
+        )
+        if gone:
+            message = "the worker running this job stopped (killed or crashed) before it finished; submit it again"
+            return self.update(job["job_id"], state="failed", error=message, finished=time.time()) or job
+        return job
+
     def fail_interrupted(self, message: str) -> int:
         """Mark ``failed`` with ``message`` every ``queued`` or ``running`` job whose process, on
         this host, is gone (a job of a live process, another worker's, is left alone); returns
@@ -141,21 +167,25 @@ def _this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_gone(process: str) -> bool:
-    """Whether ``host:pid`` names a process of this host that no longer runs."""
+def _process_gone(process: str, own_pid_is_gone: bool = True) -> bool:
+    """Whether ``host:pid`` names a process of this host that no longer runs (with
+    ``own_pid_is_gone``, this process's own pid too: at startup it cannot hold a job yet, so
+    a job with its pid was left by an earlier process that had the same pid)."""
     import psutil
 
     host, _, pid = process.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return not psutil.pid_exists(int(pid)) or int(pid) == os.getpid()
+    if int(pid) == os.getpid():
+        return own_pid_is_gone
+    return not psutil.pid_exists(int(pid))
 
 
 def run_job(store: JobStore, job_id: str, engine: Any) -> None:
     """Track the job's upload with ``engine`` and write its results; the job ends ``done``,
     ``failed`` (with the error's message) or ``cancelled``. Progress is written at most twice a
     second."""
-    from ..motion import track
+    from .motion import track
 
     job = store.get(job_id)
     if job is None or job["state"] != "queued":
@@ -204,6 +234,8 @@ def run_job(store: JobStore, job_id: str, engine: Any) -> None:
 class InProcessQueue:
     """Jobs run by ``workers`` threads of this process, at most ``limit`` queued or running."""
 
+    holder_gone = None  # its jobs' holders are processes of this host: the pid tells
+
     def __init__(self, store: JobStore, engine: Any, workers: int = 1, limit: int = 16):
         self.store, self.engine, self.limit = store, engine, limit
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
@@ -218,3 +250,59 @@ class InProcessQueue:
 
     def submit(self, job_id: str) -> None:
         self._pool.submit(run_job, self.store, job_id, self.engine)
+
+
+QUEUE_NAME = "sam-droplet-jobs"
+_worker_engine: Any = None
+
+
+def run_stored_job(root: str, job_id: str) -> None:
+    """:func:`run_job` in a ``sam-droplet worker`` process: the engine is started once per
+    worker (from the environment, as the web service's) and reused for every job. The job records
+    the RQ worker's name, so a web process on another machine can tell when that worker is gone."""
+    global _worker_engine
+    from rq import get_current_job
+
+    if _worker_engine is None:
+        from .pipeline import Engine
+        from .settings import EngineSettings
+
+        _worker_engine = Engine.start(EngineSettings.from_env())
+    store = JobStore(root)
+    current = get_current_job()
+    if current is not None and current.worker_name:
+        store.update(job_id, rq_worker=current.worker_name)
+    run_job(store, job_id, _worker_engine)
+
+
+class RQQueue:
+    """Jobs on an RQ queue in redis (JOB_QUEUE_URL), run by ``sam-droplet worker`` processes on
+    any machine that shares RESULTS_DIR. A job waits in redis, not in a web process: it is
+    marked as held by the queue until a worker takes it."""
+
+    def __init__(self, store: JobStore, url: str, timeout_s: float = 86400):
+        from redis import Redis
+        from rq import Queue
+
+        self.store = store
+        self._queue = Queue(QUEUE_NAME, connection=Redis.from_url(url))
+        self._timeout = int(timeout_s)
+
+    def holder_gone(self, job: dict[str, Any]) -> bool:
+        """Whether the RQ worker running ``job`` has stopped sending heartbeats (its registration
+        in redis expired: killed, crashed, or its machine lost)."""
+        from rq import Worker
+
+        name = job.get("rq_worker")
+        if not name:
+            return False
+        try:
+            return name not in {w.name for w in Worker.all(connection=self._queue.connection)}
+        except Exception:  # redis unreachable: no verdict
+            return False
+
+    def submit(self, job_id: str) -> None:
+        self.store.update(job_id, process="queue:rq")
+        self._queue.enqueue(
+            run_stored_job, str(self.store.root), job_id, job_id=job_id, job_timeout=self._timeout, result_ttl=0
+        )
