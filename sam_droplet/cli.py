@@ -195,11 +195,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
         stems = [Path(v).stem for v in args.videos]
         name = path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{path.suffix.lstrip('.')}"
         folder = out_dir / name if len(args.videos) > 1 else out_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "tracks.csv").write_text(result.tracks_csv())
-        (folder / "frames.csv").write_text(result.frames_csv())
-        (folder / "positions.csv").write_text(result.positions_csv())
-        (folder / "summary.json").write_text(result.to_json())
+        result.write(folder)
         if not args.quiet:
             s = result.summary
             unit = "Hz" if s["fps"] else "per frame"
@@ -218,16 +214,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from redis import Redis
     from rq import Queue, SimpleWorker
 
-    from .jobs import QUEUE_NAME, JobStore
+    from .jobs import QUEUE_NAME, JobStore, default_results_dir
     from .web.config import Config
 
     server = Config.from_env().server
     url = args.url or server.job_queue_url
     if not url:
         raise SystemExit("sam-droplet: set JOB_QUEUE_URL (or --url redis://host:6379/0) to the web service's queue")
-    import tempfile
-
-    root = server.results_dir or Path(tempfile.gettempdir()) / "sam-droplet-jobs"
+    root = server.results_dir or default_results_dir()
     JobStore(root)  # the folder exists before the first job
     connection = Redis.from_url(url)
     # SimpleWorker runs jobs in this process, so the model loads once per worker (and CUDA, if

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -37,7 +38,12 @@ __all__ = ["QUEUE_NAME", "STATES", "InProcessQueue", "JobCancelled", "JobStore",
 log = logging.getLogger("sam_droplet")
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-RESULT_FILES = {"json": "summary.json", "csv": "tracks.csv", "frames": "frames.csv", "positions": "positions.csv"}
+
+
+def default_results_dir() -> Path:
+    """Where jobs live without RESULTS_DIR: one folder in the temp directory, shared by every
+    process of the host (web workers and ``sam-droplet worker`` alike)."""
+    return Path(tempfile.gettempdir()) / "sam-droplet-jobs"
 
 
 class JobCancelled(Exception):
@@ -218,10 +224,7 @@ def run_job(store: JobStore, job_id: str, engine: Any) -> None:
         log.exception("job %s failed", job_id)
         store.update(job_id, state="failed", error="internal error while tracking", finished=time.time())
         return
-    (folder / "summary.json").write_text(result.to_json())
-    (folder / "tracks.csv").write_text(result.tracks_csv())
-    (folder / "frames.csv").write_text(result.frames_csv())
-    (folder / "positions.csv").write_text(result.positions_csv())
+    result.write(folder)
     done = store.get(job_id) or job
     store.update(
         job_id,

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,10 @@ from .engine.tracking import FrameDroplets, TrackingResult, link_tracks
 from .io.video import Frame, probe_sequence, read_frames
 from .pipeline import Engine, segment
 
-__all__ = ["TrackResult", "track"]
+__all__ = ["RESULT_FILES", "TrackResult", "track"]
 
+# The files of a result, by the format name the jobs API serves them under.
+RESULT_FILES = {"json": "summary.json", "csv": "tracks.csv", "frames": "frames.csv", "positions": "positions.csv"}
 FRAME_COLUMNS = ("frame", "time_s", "droplets", "mean_diameter_px", "median_diameter_px", "total_area_px")
 
 
@@ -57,6 +60,21 @@ class TrackResult:
 
     def positions_csv(self) -> str:
         return _csv(self.positions)
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        """The result as ``RESULT_FILES`` in ``folder`` (created): summary.json, tracks.csv,
+        frames.csv, positions.csv."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        bodies = {
+            "json": self.to_json(),
+            "csv": self.tracks_csv(),
+            "frames": self.frames_csv(),
+            "positions": self.positions_csv(),
+        }
+        for kind, name in RESULT_FILES.items():
+            (folder / name).write_text(bodies[kind])
+        return folder
 
     def to_json(self) -> str:
         body = {"source": self.source, "summary": self.summary, "events": self.events, "tracks": self.tracks}

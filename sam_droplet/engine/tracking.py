@@ -5,8 +5,9 @@ linear_sum_assignment``, as LAP trackers such as laptrack and TrackMate do): eac
 predicted one frame ahead from its last velocity, and the assignment minimises the summed squared
 distances between predictions and detections, none longer than ``max_distance`` and none that
 changes the droplet's area by more than 40 % (volume is conserved: such a jump is a merge or a
-split). A track missed in a frame stays open for ``max_gap`` frames (gap closing). Droplets that touch the image border are
-linked like the others but left out of speeds and sizes, which they would bias.
+split). A track missed in a frame stays open for ``max_gap`` frames (gap closing). Droplets that
+touch the image border are linked like the others but left out of speeds and sizes, which they
+would bias.
 
 A merge is two tracks that meet: one ends next to the other, whose area then grows by about the
 ended droplet's; or both end and a new droplet of their summed area starts between them. A split is
@@ -69,8 +70,6 @@ class TrackingResult:
     events: list[dict[str, Any]]
     frames: list[dict[str, Any]]
     summary: dict[str, Any]
-    # track id per frame position and detection: labels[k][i] is the track of droplet i in frame k
-    labels: list[np.ndarray]
     positions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -117,9 +116,10 @@ def link_tracks(
     typical = float(2 * np.sqrt(np.median(all_area) / np.pi)) if all_area.size else 10.0
     max_distance = max_distance or typical
     tracks: list[Track] = []
-    labels = [np.full(len(f), -1, dtype=np.int64) for f in frames]
+    active: list[Track] = []  # tracks seen within the last max_gap + 1 frames: the only candidates
     for k, frame in enumerate(frames):
-        open_tracks = [t for t in tracks if k - t.last[0] <= max_gap + 1 and t.last[0] < k]
+        active = [t for t in active if k - t.last[0] <= max_gap + 1]
+        open_tracks = list(active)
         matched: set[int] = set()
         if open_tracks and len(frame):
             pred = np.array([_predict(t, frames, k) for t in open_tracks])
@@ -139,14 +139,13 @@ def link_tracks(
             for r, c in zip(rows, cols, strict=True):
                 if not too_far[r, c]:
                     open_tracks[r].points.append((k, int(c)))
-                    labels[k][c] = open_tracks[r].id
                     matched.add(int(c))
         for i in range(len(frame)):
             if i not in matched:
                 track = Track(len(tracks), [(k, i)])
                 tracks.append(track)
-                labels[k][i] = track.id
-    return _measure(frames, tracks, labels, fps, um_per_px, shape, typical)
+                active.append(track)
+    return _measure(frames, tracks, fps, um_per_px, shape, typical)
 
 
 def _fit_slope(t: np.ndarray, v: np.ndarray) -> float | None:
@@ -158,7 +157,6 @@ def _fit_slope(t: np.ndarray, v: np.ndarray) -> float | None:
 def _measure(
     frames: list[FrameDroplets],
     tracks: list[Track],
-    labels: list[np.ndarray],
     fps: float | None,
     um_per_px: float | None,
     shape: tuple[int, int] | None,
@@ -170,7 +168,6 @@ def _measure(
     velocities = []
     for t in tracks:
         ks = np.array([k for k, _ in t.points])
-        idx = [i for _, i in t.points]
         inside = np.array([not frames[k].on_border[i] for k, i in t.points])
         tt = times[ks]
         x = np.array([frames[k].x[i] for k, i in t.points])
@@ -183,7 +180,7 @@ def _measure(
             "track_id": t.id,
             "first_frame": frames[ks[0]].index,
             "last_frame": frames[ks[-1]].index,
-            "n_frames": len(idx),
+            "n_frames": len(t.points),
             "mean_diameter_px": float(d[inside].mean()) if inside.any() else None,
             f"vx_px_per_{per}": vx,
             f"vy_px_per_{per}": vy,
@@ -254,7 +251,7 @@ def _measure(
         for t in tracks
         for k, i in t.points
     ]
-    return TrackingResult(rows, events, per_frame, summary, labels, positions)
+    return TrackingResult(rows, events, per_frame, summary, positions)
 
 
 def _crossing_times(
@@ -298,27 +295,27 @@ def _merges_and_splits(
         for k, i in t.points:
             by_frame.setdefault(k, {})[t.id] = i
     events: list[dict[str, Any]] = []
+
+    def whole(q: int, i: int) -> bool:
+        return not frames[q].on_border[i]
+
+    def radius(f: FrameDroplets, i: int) -> float:
+        return float(np.sqrt(f.area[i] / np.pi))
+
+    def near(f: FrameDroplets, i: int, g: FrameDroplets, j: int, reach: float) -> bool:
+        return float(np.hypot(f.x[i] - g.x[j], f.y[i] - g.y[j])) <= 1.5 * reach + 0.5 * typical
+
+    def adds_up(whole_area: float, parts: float) -> bool:
+        return abs(whole_area - parts) <= _AREA_TOLERANCE * whole_area
+
     for k in range(len(frames) - 1):
         now, nxt = by_frame.get(k, {}), by_frame.get(k + 1, {})
-
-        def whole(q: int, i: int) -> bool:
-            return not frames[q].on_border[i]
-
         ended = {t: i for t, i in now.items() if t not in nxt and whole(k, i)}
         started = {t: i for t, i in nxt.items() if t not in now and whole(k + 1, i)}
         going_on = {t: (now[t], nxt[t]) for t in now.keys() & nxt.keys() if whole(k, now[t]) and whole(k + 1, nxt[t])}
         if not ended and not started:
             continue
         fa, fb = frames[k], frames[k + 1]
-
-        def radius(f: FrameDroplets, i: int) -> float:
-            return float(np.sqrt(f.area[i] / np.pi))
-
-        def near(f: FrameDroplets, i: int, g: FrameDroplets, j: int, reach: float) -> bool:
-            return float(np.hypot(f.x[i] - g.x[j], f.y[i] - g.y[j])) <= 1.5 * reach + 0.5 * typical
-
-        def adds_up(whole_area: float, parts: float) -> bool:
-            return abs(whole_area - parts) <= _AREA_TOLERANCE * whole_area
 
         # Merges: two that ended become one that starts; or one ends into another that grows.
         for s_id, j in started.items():

@@ -12,13 +12,14 @@ import json
 import time
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, request, send_file, url_for
 
 from ..errors import ImageTooLarge, InvalidImage, InvalidOptions
 from ..io.video import probe_sequence
-from ..jobs import RESULT_FILES
+from ..motion import RESULT_FILES
 from ..pipeline import SegmentOptions
 from .errors import JobNotDone, JobNotFound, TooManyJobs
+from .security import request_tenant
 from .service import service
 
 __all__ = ["bp"]
@@ -29,10 +30,6 @@ JOB_FIELDS = (
     "segmenter", "preset", "um_per_px", "appearance", "fps", "frame_step", "max_frames", "max_distance_px", "max_gap",
 )  # fmt: skip
 VIDEO_TYPES = ("AVI", "MP4", "MOV", "multi-page TIFF")
-
-
-def _owner() -> str:
-    return g.get("api_key_id") or ""
 
 
 def _number(name: str, value: Any, kind: type, minimum: float) -> Any:
@@ -92,7 +89,7 @@ def _view(job: dict[str, Any]) -> dict[str, Any]:
 def _own_job(job_id: str) -> dict[str, Any]:
     svc = service()
     job = svc.jobs.get(job_id)
-    if job is None or job["owner"] != _owner():
+    if job is None or job["owner"] != request_tenant():
         raise JobNotFound(f"no job {job_id[:64]!r} for this key (jobs expire after JOB_TTL_S)")
     return svc.jobs.reconcile(job, svc.job_queue.holder_gone if svc.job_queue is not None else None)
 
@@ -106,12 +103,12 @@ def submit() -> tuple[Response, int]:
         raise InvalidOptions(f"send the video as multipart/form-data with the field 'file' ({', '.join(VIDEO_TYPES)})")
     options = _job_options(request.form)
     svc.jobs.expire(server.job_ttl_s)
-    mine = [j for j in svc.jobs.jobs(_owner()) if j["state"] in ("queued", "running")]
+    mine = [j for j in svc.jobs.jobs(request_tenant()) if j["state"] in ("queued", "running")]
     if len(mine) >= server.jobs_per_key:
         raise TooManyJobs(
             f"{len(mine)} job(s) of this key are queued or running; at most {server.jobs_per_key} (JOBS_PER_KEY)"
         )
-    job = svc.jobs.create(_owner(), upload.filename or "video", upload.read(), options)
+    job = svc.jobs.create(request_tenant(), upload.filename or "video", upload.read(), options)
     try:
         info = probe_sequence(svc.jobs.folder(job["job_id"]) / job["input"], options.get("fps"))
         frames = len(range(0, info.frames, options["frame_step"]))

@@ -36,6 +36,7 @@ from ..pipeline import ImageContext, SegmentOptions, segment
 from ..result import Result
 from . import metrics
 from .errors import NotCached
+from .security import request_tenant
 from .service import service
 
 __all__ = ["bp"]
@@ -230,11 +231,6 @@ def _decode_images(data: bytes, fluorescence: bytes | None, raw: dict[str, Any])
     return decode_image(data, limit), fl_image
 
 
-def _tenant() -> str:
-    """Whose cached images this request may see: its API key's, or everyone's when keys are off."""
-    return g.get("api_key_id") or ""
-
-
 def _check_memory(
     files: list[bytes | None], segmenter: str | None, decodes_per_file: int = 1, working: bool = True
 ) -> None:
@@ -313,7 +309,7 @@ def _segment_upload(data: bytes, name: str, raw: dict[str, Any], fluorescence: b
         image, fl_image = _decode_images(data, fluorescence, raw)
         decode_ms = (time.perf_counter() - t0) * 1000
         # Keep the image for later point queries; SAM's encodings join it as they are computed.
-        tenant = _tenant()
+        tenant = request_tenant()
         context = svc.cache.put(tenant, ImageContext(image))
 
         def keep_encoding(view: Any, encoding: Any) -> None:
@@ -482,7 +478,7 @@ def segment_point() -> Response:
     if data is not None:
         _check_memory([data], segmenter)
     svc = service()
-    tenant = _tenant()
+    tenant = request_tenant()
     with svc.admission.slot():
         if data is None:
             digest = _as_text("sha256", raw.get("sha256")) or ""
@@ -612,7 +608,7 @@ def report() -> Response:
 @bp.get("/image/<sha256>.png")
 def cached_image(sha256: str) -> Response:
     """A cached image as 8-bit PNG, for pages that cannot display the upload (TIFF, 16-bit)."""
-    context = service().cache.get(_tenant(), sha256.lower()) if _SHA256.match(sha256.lower()) else None
+    context = service().cache.get(request_tenant(), sha256.lower()) if _SHA256.match(sha256.lower()) else None
     if context is None:
         raise NotCached("this image is not cached here: segment it again")
     channel = request.args.get("channel", "brightfield")

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from .config import ServerSettings
 from .errors import Unauthorized
 
-__all__ = ["PUBLIC_ENDPOINTS", "api_key_digest", "init_security", "load_key_hashes"]
+__all__ = ["PUBLIC_ENDPOINTS", "api_key_digest", "init_security", "load_key_hashes", "request_tenant"]
 
 # Endpoints that never need a key: the page, its assets, health and metrics for probes.
 PUBLIC_ENDPOINTS = frozenset(
@@ -63,6 +63,12 @@ def presented_key() -> str | None:
         if auth[:7].lower() == "bearer ":
             key = auth[7:]
     return key.strip() if key else None
+
+
+def request_tenant() -> str:
+    """Whose data this request may see (cached images, jobs): its API key's id, or ``""`` for
+    everyone when keys are off (one tenant)."""
+    return g.get("api_key_id") or ""
 
 
 def _matches(digest: str, hashes: frozenset[str]) -> bool:

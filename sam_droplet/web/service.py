@@ -10,15 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flask import current_app
 
-from ..jobs import InProcessQueue, JobStore, RQQueue
+from ..jobs import InProcessQueue, JobStore, RQQueue, default_results_dir
 from ..pipeline import Engine
 from . import metrics
 from .admission import Admission
@@ -71,8 +69,7 @@ class Service:
     def start_jobs(self) -> None:
         """The job store in RESULTS_DIR and this process's pool that runs them."""
         server = self.config.server
-        root = server.results_dir or Path(tempfile.gettempdir()) / "sam-droplet-jobs"
-        self.jobs = JobStore(root)
+        self.jobs = JobStore(server.results_dir or default_results_dir())
         if server.job_queue_url:
             self.job_queue = RQQueue(self.jobs, server.job_queue_url)
         else:

@@ -32,7 +32,8 @@ export function renderStats(job) {
   $("stats").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 }
 
-function drawBars(canvas, hist, { marker, colourAbove, label }) {
+// A cleared canvas sized for the screen's pixel ratio, with the page's colours and plot font set.
+function plotCanvas(canvas) {
   const ctx = canvas.getContext("2d");
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 320;
@@ -42,10 +43,15 @@ function drawBars(canvas, hist, { marker, colourAbove, label }) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const style = getComputedStyle(document.body);
   const fg = style.getPropertyValue("--fg").trim() || "#222";
-  const bar = style.getPropertyValue("--accent").trim() || "#2f6fdf";
+  const accent = style.getPropertyValue("--accent").trim() || "#2f6fdf";
   ctx.clearRect(0, 0, w, h);
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillStyle = fg;
+  return { ctx, w, h, fg, accent };
+}
+
+function drawBars(canvas, hist, { marker, colourAbove, label }) {
+  const { ctx, w, h, fg, accent: bar } = plotCanvas(canvas);
   if (!hist.counts.length) { ctx.fillText("no droplets", 8, h / 2); return; }
   const top = Math.max(...hist.counts) || 1;
   const plotH = h - 18;
@@ -111,19 +117,7 @@ export function renderSize(job) {
 }
 
 function drawCumulative(canvas, points, { label, byVolume }) {
-  const ctx = canvas.getContext("2d");
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || 320;
-  const h = canvas.clientHeight || 150;
-  canvas.width = w * dpr;
-  canvas.height = h * dpr;
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  const style = getComputedStyle(document.body);
-  const fg = style.getPropertyValue("--fg").trim() || "#222";
-  const accent = style.getPropertyValue("--accent").trim() || "#2f6fdf";
-  ctx.clearRect(0, 0, w, h);
-  ctx.font = "11px system-ui, sans-serif";
-  ctx.fillStyle = fg;
+  const { ctx, w, h, fg, accent } = plotCanvas(canvas);
   if (!points.length) { ctx.fillText("no droplets", 8, h / 2); return; }
   const lo = points[0][0];
   const hi = points[points.length - 1][0];
