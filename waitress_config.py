@@ -2,8 +2,8 @@
 
 Settings come from the environment (and ``.env``): FLASK_HOST, FLASK_PORT, WAITRESS_THREADS
 (MAX_CONCURRENT_INFERENCES + MAX_QUEUE + 2), WAITRESS_CONNECTION_LIMIT (1000), WAITRESS_CHANNEL_TIMEOUT
-(60 s), WAITRESS_MAX_REQUEST_BODY_SIZE
-(bytes; MAX_UPLOAD_MB + 1 MB). On SIGTERM or Ctrl+C the requests in flight finish before it exits.
+(60 s), WAITRESS_MAX_REQUEST_BODY_SIZE (bytes; the larger of MAX_UPLOAD_MB and JOB_MAX_UPLOAD_MB,
++ 1 MB). On SIGTERM or Ctrl+C the requests in flight finish before it exits.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ One call segments an image (an array, a path or a file's bytes)::
     r.labels, r.droplets, r.summary                    # uint32 labels, Droplet records, statistics
     r.to_csv("droplets.csv")
     t = sd.track("channel.avi", model=model)        # a video or TIFF stack: tracks, events, summary
+    sd.segment_archive("plate.zip", "out/", model=model)  # every image of a ZIP: files and a summary
 
 Data flows one way: read (:mod:`.io.read`), detect (:mod:`.engine.detect`), refine with SAM
 (:mod:`.sam`), resolve, measure and filter (:mod:`.engine`), write (:mod:`.io.write`), tied
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .batch import segment_archive
 from .engine.filters import PRESETS
 from .engine.measure import Droplet
 from .errors import (
@@ -67,6 +69,7 @@ __all__ = [
     "read_image",
     "render",
     "segment",
+    "segment_archive",
     "track",
 ]
 

@@ -1,11 +1,14 @@
-"""Long work as jobs: a video or TIFF stack tracked in the background, its state on disk.
+"""Long work as jobs: a video or TIFF stack tracked, or a ZIP of images segmented, in the background,
+its state on disk.
 
 The web service submits them (``POST /jobs``) and ``sam-droplet worker`` runs them; nothing here
 knows HTTP.
 
-Each job is a folder ``RESULTS_DIR/<id>/``: ``job.json`` (owner, state, progress, options,
-error), the uploaded file, and when done the results (``summary.json``, ``tracks.csv``,
-``frames.csv``, ``positions.csv``). State lives on disk, written atomically, so any process that
+Each job is a folder ``RESULTS_DIR/<id>/``: ``job.json`` (owner, kind, state, progress, options,
+error), the uploaded file, and when done the results: for a video, ``summary.json``,
+``tracks.csv``, ``frames.csv``, ``positions.csv``, ``results.zip`` and ``frames/`` (a preview and
+the outlines of each analysed frame, :mod:`.io.frames`); for a batch, what
+:func:`.batch.segment_archive` writes. State lives on disk, written atomically, so any process that
 sees the folder (a restarted web process, a worker on another machine sharing the volume) sees the
 job; a ``cancel`` file in the folder asks whoever runs it to stop at its next frame.
 
@@ -20,16 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import DropletError
 
@@ -38,6 +43,7 @@ __all__ = ["QUEUE_NAME", "STATES", "InProcessQueue", "JobCancelled", "JobStore",
 log = logging.getLogger("sam_droplet")
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+KINDS = ("video", "batch")
 
 
 def default_results_dir() -> Path:
@@ -61,19 +67,37 @@ class JobStore:
     def folder(self, job_id: str) -> Path:
         return self.root / job_id
 
-    def create(self, owner: str, file_name: str, data: bytes, options: dict[str, Any]) -> dict[str, Any]:
-        """A new ``queued`` job for ``owner`` with the uploaded ``data``."""
+    def create(
+        self,
+        owner: str,
+        file_name: str,
+        data: bytes | BinaryIO,
+        options: dict[str, Any],
+        kind: str = "video",
+        limits: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """A new ``queued`` job for ``owner`` with the uploaded ``data`` (bytes, or a file object
+        copied in chunks); ``kind`` is ``video`` (a video or TIFF stack to track) or ``batch`` (a
+        ZIP of images); ``limits`` (``max_pixels``, ``max_memory_bytes``) bound each image."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
         job_id = uuid.uuid4().hex
         folder = self.folder(job_id)
         folder.mkdir()
-        suffix = Path(file_name).suffix.lower()[:8] or ".bin"
-        (folder / f"input{suffix}").write_bytes(data)
+        suffix = re.sub(r"[^.\w]", "", Path(file_name).suffix.lower())[:8] or ".bin"
+        with open(folder / f"input{suffix}", "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                shutil.copyfileobj(data, fh, 1 << 20)
         job = {
             "job_id": job_id,
             "owner": owner,
+            "kind": kind,
             "file_name": file_name,
             "input": f"input{suffix}",
             "options": options,
+            "limits": limits or {},
             "state": "queued",
             "progress": {"done": 0, "total": None},
             "created": time.time(),
@@ -187,12 +211,41 @@ def _process_gone(process: str, own_pid_is_gone: bool = True) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
-def run_job(store: JobStore, job_id: str, engine: Any) -> None:
-    """Track the job's upload with ``engine`` and write its results; the job ends ``done``,
-    ``failed`` (with the error's message) or ``cancelled``. Progress is written at most twice a
-    second."""
-    from .motion import track
+def _track_video(folder: Path, job: dict[str, Any], engine: Any, on_frame: Callable[[int, int], None]) -> None:
+    from .io.frames import FrameViews
+    from .motion import RESULT_FILES, track
 
+    views = FrameViews(folder)
+    result = track(
+        folder / job["input"],
+        engine,
+        on_frame=on_frame,
+        on_segmented=lambda frame, seg: views.add(frame.index, frame.time_s, frame.image, seg.droplets),
+        **job["options"],
+    )
+    views.link(result.track_ids)
+    result.write(folder)
+    with zipfile.ZipFile(folder / RESULT_FILES["zip"], "w", zipfile.ZIP_DEFLATED) as bundle:
+        for fmt, name in RESULT_FILES.items():
+            if fmt != "zip":
+                bundle.write(folder / name, name)
+
+
+def _segment_batch(folder: Path, job: dict[str, Any], engine: Any, on_image: Callable[[int, int], None]) -> None:
+    from .batch import segment_archive
+
+    options = {
+        k: v
+        for k, v in job["options"].items()
+        if k not in ("fps", "frame_step", "max_frames", "max_distance_px", "max_gap")
+    }
+    segment_archive(folder / job["input"], folder, engine, on_image=on_image, **job.get("limits", {}), **options)
+
+
+def run_job(store: JobStore, job_id: str, engine: Any) -> None:
+    """Run the job with ``engine`` (track a video, or segment a batch) and write its results; the
+    job ends ``done``, ``failed`` (with the error's message) or ``cancelled``. Progress is written
+    at most twice a second."""
     job = store.get(job_id)
     if job is None or job["state"] != "queued":
         return
@@ -210,10 +263,12 @@ def run_job(store: JobStore, job_id: str, engine: Any) -> None:
             last_write = time.monotonic()
             store.update(job_id, progress={"done": done, "total": total})
 
-    options = dict(job["options"])
     folder = store.folder(job_id)
     try:
-        result = track(folder / job["input"], engine, on_frame=on_frame, **options)
+        if job.get("kind", "video") == "batch":
+            _segment_batch(folder, job, engine, on_frame)
+        else:
+            _track_video(folder, job, engine, on_frame)
     except JobCancelled:
         store.update(job_id, state="cancelled", finished=time.time())
         return
@@ -222,9 +277,8 @@ def run_job(store: JobStore, job_id: str, engine: Any) -> None:
         return
     except Exception:  # a job must end, whatever happened; the traceback goes to the log
         log.exception("job %s failed", job_id)
-        store.update(job_id, state="failed", error="internal error while tracking", finished=time.time())
+        store.update(job_id, state="failed", error="internal error while running the job", finished=time.time())
         return
-    result.write(folder)
     done = store.get(job_id) or job
     store.update(
         job_id,

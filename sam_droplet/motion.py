@@ -14,7 +14,7 @@ import io
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,18 @@ import numpy as np
 from .engine.tracking import FrameDroplets, TrackingResult, link_tracks
 from .io.video import Frame, probe_sequence, read_frames
 from .pipeline import Engine, segment
+from .result import Result
 
 __all__ = ["RESULT_FILES", "TrackResult", "track"]
 
 # The files of a result, by the format name the jobs API serves them under.
-RESULT_FILES = {"json": "summary.json", "csv": "tracks.csv", "frames": "frames.csv", "positions": "positions.csv"}
+RESULT_FILES = {
+    "json": "summary.json",
+    "csv": "tracks.csv",
+    "frames": "frames.csv",
+    "positions": "positions.csv",
+    "zip": "results.zip",  # the four above in one archive (written by a job, not by write())
+}
 FRAME_COLUMNS = ("frame", "time_s", "droplets", "mean_diameter_px", "median_diameter_px", "total_area_px")
 
 
@@ -43,6 +50,9 @@ class TrackResult:
             y_px, diameter_px, on_border}``.
         summary: frames, fps, tracks, crossing frequency, median speed, size over tracks, merges, splits.
         source: the file's name.
+        track_ids: per analysed frame, the track of each kept droplet, in the segmentation's order.
+        crossing_times: when droplet centres crossed the middle of the field (s, or frames
+            without a frame rate), sorted; empty without flow.
     """
 
     tracks: list[dict[str, Any]]
@@ -51,6 +61,8 @@ class TrackResult:
     positions: list[dict[str, Any]]
     summary: dict[str, Any]
     source: str
+    track_ids: list[list[int]] = field(default_factory=list)
+    crossing_times: list[float] = field(default_factory=list)
 
     def tracks_csv(self) -> str:
         return _csv(self.tracks)
@@ -72,12 +84,19 @@ class TrackResult:
             "frames": self.frames_csv(),
             "positions": self.positions_csv(),
         }
-        for kind, name in RESULT_FILES.items():
-            (folder / name).write_text(bodies[kind])
+        for kind, body in bodies.items():
+            (folder / RESULT_FILES[kind]).write_text(body)
         return folder
 
     def to_json(self) -> str:
-        body = {"source": self.source, "summary": self.summary, "events": self.events, "tracks": self.tracks}
+        body = {
+            "source": self.source,
+            "summary": self.summary,
+            "events": self.events,
+            "tracks": self.tracks,
+            "frames": self.frames,
+            "crossing_times": self.crossing_times,
+        }
         return json.dumps(body, indent=2, default=float)
 
 
@@ -91,20 +110,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _droplets_of(frame: Frame, engine: Engine | None, options: dict[str, Any]) -> tuple[FrameDroplets, tuple]:
-    result = segment(frame.image, engine, **options)
+def _droplets_of(frame: Frame, result: Result) -> FrameDroplets:
     kept = result.droplets
-    shape = frame.image.pixels.shape[:2]
-    return (
-        FrameDroplets(
-            frame.index,
-            frame.time_s if frame.time_s is not None else float(frame.index),
-            np.array([d.centroid[0] for d in kept], dtype=np.float64),
-            np.array([d.centroid[1] for d in kept], dtype=np.float64),
-            np.array([d.area_px for d in kept], dtype=np.float64),
-            np.array([d.touches_edge for d in kept], dtype=bool),
-        ),
-        shape,
+    return FrameDroplets(
+        frame.index,
+        frame.time_s if frame.time_s is not None else float(frame.index),
+        np.array([d.centroid[0] for d in kept], dtype=np.float64),
+        np.array([d.centroid[1] for d in kept], dtype=np.float64),
+        np.array([d.area_px for d in kept], dtype=np.float64),
+        np.array([d.touches_edge for d in kept], dtype=bool),
     )
 
 
@@ -118,6 +132,7 @@ def track(
     max_distance_px: float | None = None,
     max_gap: int = 1,
     on_frame: Callable[[int, int], None] | None = None,
+    on_segmented: Callable[[Frame, Result], None] | None = None,
     **options: Any,
 ) -> TrackResult:
     """Segment every frame of a video (AVI, MP4, MOV) or multi-page TIFF and track the droplets.
@@ -132,6 +147,9 @@ def track(
             analysed frames (default: the median droplet diameter).
         max_gap: analysed frames a droplet may be missed in and keep its track.
         on_frame: called with (frames done, frames expected) after each frame (a progress bar).
+        on_segmented: called with each frame and its segmentation (to keep views of the frames:
+            :class:`~sam_droplet.io.frames.FrameViews`); its kept droplets are, in order, the ones
+            :attr:`TrackResult.track_ids` numbers.
         **options: :class:`~sam_droplet.pipeline.SegmentOptions` fields, as for ``segment``.
 
     Raises:
@@ -146,11 +164,23 @@ def track(
     shape = (info.height, info.width)
     um_per_px = options.get("um_per_px")
     for frame in read_frames(path, fps, frame_step, max_frames):
-        found, shape = _droplets_of(frame, model, options)
-        frames.append(found)
+        result = segment(frame.image, model, **options)
+        if on_segmented is not None:
+            on_segmented(frame, result)
+        frames.append(_droplets_of(frame, result))
+        shape = frame.image.pixels.shape[:2]
         if on_frame is not None:
             on_frame(len(frames), max(expected, len(frames)))
     linked: TrackingResult = link_tracks(frames, info.fps, max_distance_px, max_gap, um_per_px, shape)
     summary = {"source_frames": info.frames, "frame_step": frame_step, "format": info.format, **linked.summary}
     name = os.path.basename(os.fspath(path))
-    return TrackResult(linked.tracks, linked.events, linked.frames, linked.positions, summary, name)
+    return TrackResult(
+        linked.tracks,
+        linked.events,
+        linked.frames,
+        linked.positions,
+        summary,
+        name,
+        linked.track_ids,
+        linked.crossing_times,
+    )

@@ -527,3 +527,95 @@ def test_sizes_contents_calibration_rois_and_reports(page, server, tmp_path):
         rendered = sorted(ARTIFACTS.glob(f"{png.name}-*.png"))
         assert len(rendered) == pages and Image.open(rendered[0]).size[0] > 400
     expect(page.locator("#message")).to_contain_text("ready")
+
+
+def test_a_video_runs_as_a_job_with_frames_tracks_plots_and_exports(page, server, tmp_path):
+    """A generated channel-flow video dropped on the page: uploaded as a job, its progress and ETA
+    shown, then the frames with outlines coloured by track and their tails, a slider, the speed,
+    crossing and size plots, the tracks table and the files. A second video is cancelled."""
+    from sam_droplet.tools.synthetic_video import channel_flow, write_avi
+
+    flow = channel_flow(n_frames=60, seed=0)
+    video = write_avi(flow, tmp_path / "channel.avi")
+    page.goto(server)
+    page.click("#long-card summary")  # the video options
+    page.fill("#job-fps", "100")
+    page.set_input_files("#file-input", str(video))  # a video dropped with the images goes to the jobs
+    page.wait_for_selector("li.job.long.running, li.job.long.done", timeout=60_000)
+    running = page.locator("li.job.long .job-status").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "video_1_running.png"))
+    page.wait_for_selector("li.job.long.done", timeout=180_000)
+    expect(page.locator("#frame-label")).to_contain_text("droplets", timeout=30_000)
+    assert re.match(r"(frame \d+ of 60|waiting|uploading|done)", running), running
+    assert not page.locator("#motion-stage").is_hidden() and page.locator("#image-stage").is_hidden()
+    summary = page.inner_text("#motion-summary")
+    assert "Crossing frequency (Hz)" in summary and "Merges\n1" in summary.replace("\t", "\n"), summary
+    frequency = float(re.search(r"Crossing frequency \(Hz\)\s+([\d.]+)", summary).group(1))
+    assert frequency == pytest.approx(flow.crossing_frequency_hz(), rel=0.02)
+    assert page.locator("#motion-table tbody tr").count() >= 10
+    assert page.locator("#motion-events li").count() >= 1
+    # The slider moves through the frames; the outlines and tails are drawn over each.
+    page.locator("#frame-slider").fill("40")
+    expect(page.locator("#frame-label")).to_contain_text(re.compile(r"^frame 40 "))
+    coloured = page.evaluate(
+        """() => { const c = document.querySelector('#motion-canvas'); const d = c.getContext('2d')
+              .getImageData(0, 0, c.width, c.height).data; let n = 0;
+              for (let i = 0; i < d.length; i += 4) if (Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]) > 80) n++;
+              return n; }"""
+    )
+    assert coloured > 500, coloured  # the frames are gray: colour is outlines and tails
+    page.screenshot(path=str(ARTIFACTS / "video_2_frame40.png"))
+    page.uncheck("#show-tails")
+    without_tails = page.evaluate(
+        """() => { const c = document.querySelector('#motion-canvas'); const d = c.getContext('2d')
+              .getImageData(0, 0, c.width, c.height).data; let n = 0;
+              for (let i = 0; i < d.length; i += 4) if (Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]) > 80) n++;
+              return n; }"""
+    )
+    assert without_tails < coloured
+    page.check("#show-tails")
+    # The event list jumps to the merge.
+    page.locator("#motion-events li").first.click()
+    expect(page.locator("#frame-label")).to_contain_text(re.compile(rf"^frame {flow.merge_frame} "))
+    page.screenshot(path=str(ARTIFACTS / "video_3_merge.png"))
+    # Exports: the tracks table and the ZIP of every file.
+    with page.expect_download() as dl:
+        page.click("[data-job-export=csv]")
+    assert dl.value.suggested_filename == "channel_tracks.csv"
+    tracks = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    assert len(tracks) >= 10 and "speed_px_per_s" in tracks[0]
+    with page.expect_download() as dl:
+        page.click("[data-job-export=zip]")
+    assert dl.value.suggested_filename == "channel_results.zip"
+    # Back to the images; a second video cancelled while it runs.
+    page.click("#motion-close")
+    assert page.locator("#motion-stage").is_hidden() and not page.locator("#image-stage").is_hidden()
+    long_video = write_avi(channel_flow(n_frames=400, seed=1), tmp_path / "long.avi")
+    page.set_input_files("#long-input", str(long_video))
+    page.wait_for_selector("li.job.long.running >> text=/frame \\d+ of 400/", timeout=60_000)
+    expect(page.locator("li.job.long.running .job-status")).to_contain_text("left", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "video_4_progress.png"))
+    page.locator("li.job.long.running button.cancel").click()
+    page.wait_for_selector("li.job.long.cancelled", timeout=30_000)
+
+
+def test_a_zip_of_images_runs_as_a_batch_job(page, server, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "plate.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"well_{i}.png", png_bytes(synthetic.sparse_emulsion(seed=i).image))
+        zf.writestr("broken.png", b"not a png")
+    page.goto(server)
+    page.set_input_files("#long-input", str(archive))
+    page.wait_for_selector("li.job.long.done", timeout=180_000)
+    page.wait_for_selector("#motion-table tbody tr")
+    assert page.locator("#motion-table tbody tr").count() == 4
+    assert "Failed\n1" in page.inner_text("#motion-summary").replace("\t", "\n")
+    assert page.locator("#frame-slider").is_hidden() and page.locator("#motion-box").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "batch.png"))
+    with page.expect_download() as dl:
+        page.click("[data-job-export=zip]")
+    names = set(zipfile.ZipFile(dl.value.path()).namelist())
+    assert {"summary.csv", "images/well_0.csv", "images/well_2_overlay.png"} <= names

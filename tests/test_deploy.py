@@ -140,6 +140,18 @@ def test_nginx_in_front_of_gunicorn(server_env, small_png, tmp_path):
         body = resp.read()
         assert resp.status == 413 and b'"too_large"' in body and resp.getheader("Content-Type") == "application/json"
         conn.close()
+        # Jobs take larger uploads (JOB_MAX_UPLOAD_MB): 60 MB passes nginx to the app, which reads
+        # it and refuses the junk for what it is (400); 600 MB stops at nginx.
+        r = s.post(base + "/jobs", files={"file": ("big.avi", b"\0" * (60 * 2**20))}, timeout=120, verify=cert)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text[:300]
+        conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=ssl.create_default_context(cafile=cert))
+        conn.putrequest("POST", "/jobs")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(600 * 2**20))
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 413 and b"500 MB for a job" in resp.read()
+        conn.close()
 
         app.stop()
         # With the app down, nginx answers a JSON 503, not an HTML error page.

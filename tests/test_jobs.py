@@ -1,17 +1,22 @@
-"""Jobs through the app with the in-process queue: a video submitted, watched, fetched as JSON and
-CSV, cancelled; owned by its key; limited in frames and per key; failed (never left running) when a
+"""Jobs through the app with the in-process queue: a video submitted, watched, fetched as JSON,
+CSV and ZIP, its frames viewed with outlines and track tails, cancelled; a ZIP of images as a
+batch; owned by its key; limited in frames, bytes and per key; failed (never left running) when a
 process that held it is gone."""
 
 from __future__ import annotations
 
+import csv as csvlib
 import io
+import json
 import os
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from sam_droplet.tools import synthetic
 from sam_droplet.tools.synthetic_video import channel_flow, write_avi
 from sam_droplet.web import create_app
 from sam_droplet.web.config import Config
@@ -35,8 +40,8 @@ def make_app(classical_engine, tmp_path: Path, **settings):
     return create_app(Config.from_mapping(mapping), engine=classical_engine)
 
 
-def submit(client, data: bytes, headers=A, **fields):
-    body = {"file": (io.BytesIO(data), "flow.avi"), **fields}
+def submit(client, data: bytes, headers=A, name="flow.avi", **fields):
+    body = {"file": (io.BytesIO(data), name), **fields}
     return client.post("/jobs", data=body, content_type="multipart/form-data", headers=headers)
 
 
@@ -64,6 +69,34 @@ def test_a_video_job_runs_to_its_results(classical_engine, video, tmp_path):
     assert csv.status_code == 200 and csv.data.decode().startswith("track_id,first_frame")
     assert "flow_tracks.csv" in csv.headers["Content-Disposition"]
     assert client.get(body["result_url"] + "?format=xml", headers=A).status_code == 400
+    assert len(result["frames"]) == 40 and result["crossing_times"] == sorted(result["crossing_times"])
+    bundle = client.get(body["result_url"] + "?format=zip", headers=A)
+    assert bundle.status_code == 200 and bundle.mimetype == "application/zip"
+    names = set(zipfile.ZipFile(io.BytesIO(bundle.data)).namelist())
+    assert names == {"summary.json", "tracks.csv", "frames.csv", "positions.csv"}
+    # The frame viewer: every analysed frame, its preview, outlines, track ids and tails.
+    stops = client.get(f"{body['status_url']}/frames", headers=A).get_json()["frames"]
+    assert stops == list(range(40))
+    frame = client.get(f"{body['status_url']}/frames/30", headers=A).get_json()
+    assert (
+        (frame["width"], frame["height"]) == (480, 160)
+        and frame["droplets"]
+        and frame["time_s"] == pytest.approx(30 / 50)
+    )
+    positions = list(
+        csvlib.DictReader(io.StringIO(client.get(body["result_url"] + "?format=positions", headers=A).data.decode()))
+    )
+    at30 = {(int(p["track_id"]), round(float(p["x_px"]), 1)) for p in positions if p["frame"] == "30"}
+    assert {(d["track_id"], round(d["x"], 1)) for d in frame["droplets"]} == at30
+    inner = [d for d in frame["droplets"] if not d["on_border"]]
+    assert inner and all(len(d["outline"]) >= 6 for d in inner)
+    assert sum(len(d["tail"]) >= 5 for d in inner) >= len(inner) / 2  # most came a long way
+    moving = max(inner, key=lambda d: len(d["tail"]))
+    assert moving["tail"][-1][0] < moving["x"]  # the tail lies behind, upstream of the flow (+x)
+    image = client.get(frame["image_url"], headers=A)
+    assert image.status_code == 200 and image.mimetype == "image/jpeg" and image.data[:2] == b"\xff\xd8"
+    assert client.get(f"{body['status_url']}/frames/99", headers=A).status_code == 404
+    assert client.get(frame["image_url"], headers=B).status_code == 404
     # Another key: the job does not exist for it.
     for path in (body["status_url"], body["result_url"]):
         other = client.get(path, headers=B)
@@ -175,8 +208,8 @@ def test_jobs_on_redis_run_in_a_separate_worker_and_a_killed_worker_fails_its_jo
         full = {**__import__("os").environ, **env}
         return subprocess.Popen([sys.executable, "-m", "sam_droplet.cli", "worker"], env=full, stdout=log, stderr=log)
 
-    def post(data: bytes) -> str:
-        r = requests.post(web.url + "/jobs", files={"file": ("v.avi", data)}, timeout=60)
+    def post(data: bytes, name: str = "v.avi") -> str:
+        r = requests.post(web.url + "/jobs", files={"file": (name, data)}, timeout=60)
         assert r.status_code == 202, r.text
         return web.url + r.json()["status_url"]
 
@@ -199,7 +232,16 @@ def test_jobs_on_redis_run_in_a_separate_worker_and_a_killed_worker_fails_its_jo
         assert state(done_url)["state"] == "done"
         result = requests.get(done_url + "/result", timeout=10).json()
         assert result["summary"]["frames"] == 40 and result["tracks"]
+        assert requests.get(done_url + "/frames/39", timeout=10).json()["droplets"]  # the worker kept the views
         assert state(waiting)["state"] == "cancelled"  # never run
+        # A batch runs on the same worker.
+        from .conftest import png_bytes
+
+        batch_url = post(_archive({"a.png": png_bytes(synthetic.sparse_emulsion(seed=3).image)}), "plate.zip")
+        while state(batch_url)["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline + 60, "the worker never finished the batch"
+            time.sleep(0.3)
+        assert requests.get(batch_url + "/result", timeout=10).json()["rows"][0]["droplets"] > 5
         # The job names the RQ worker that ran it; a web process elsewhere asks redis whether that
         # worker still lives (its registration expires when its heartbeats stop).
         from sam_droplet.jobs import JobStore, RQQueue
@@ -225,3 +267,63 @@ def test_jobs_on_redis_run_in_a_separate_worker_and_a_killed_worker_fails_its_jo
             worker.kill()
         web.stop()
         redis.stop()
+
+
+def _archive(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_a_zip_of_images_is_a_batch_job_with_files_per_image(classical_engine, tmp_path):
+    from .conftest import png_bytes
+
+    images = {f"plate/well_{i}.png": png_bytes(synthetic.sparse_emulsion(seed=i).image) for i in range(3)}
+    archive = _archive(
+        {**images, "plate/broken.png": b"\x89PNG not really", "notes.txt": b"hello", "__MACOSX/._x.png": b""}
+    )
+    client = make_app(classical_engine, tmp_path).test_client()
+    r = submit(client, archive, name="plate.zip")
+    assert r.status_code == 202 and r.get_json()["kind"] == "batch" and r.get_json()["frames"] == 4
+    job = wait(client, r.get_json()["job_id"])
+    assert job["state"] == "done" and job["kind"] == "batch" and job["formats"] == ["json", "csv", "zip"]
+    result = client.get(job["result_url"], headers=A).get_json()
+    assert result["images"] == 4 and result["failed"] == 1 and result["droplets"] > 0
+    assert result["skipped_members"] == ["notes.txt", "__MACOSX/._x.png"]
+    rows = {row["file"]: row for row in result["rows"]}
+    assert "error" in rows["plate/broken.png"] and rows["plate/well_0.png"]["droplets"] > 5
+    summary = client.get(job["result_url"] + "?format=csv", headers=A).data.decode()
+    assert summary.startswith("file,segmenter,droplets") and summary.count("\n") == 5
+    bundle = zipfile.ZipFile(io.BytesIO(client.get(job["result_url"] + "?format=zip", headers=A).data))
+    names = set(bundle.namelist())
+    for i in range(3):
+        assert {
+            f"images/well_{i}.csv",
+            f"images/well_{i}.json",
+            f"images/well_{i}_labels.png",
+            f"images/well_{i}_overlay.png",
+        } <= names
+    per_image = bundle.read("images/well_0.csv").decode()
+    assert per_image.count("\n") - 1 == rows["plate/well_0.png"]["droplets"]
+    assert json.loads(bundle.read("images/well_1.json"))["num_droplets"] == rows["plate/well_1.png"]["droplets"]
+    # Frames belong to videos; a batch has none.
+    assert client.get(f"/jobs/{job['job_id']}/frames", headers=A).status_code == 409
+    # An archive without images, and one with too many, are refused before anything runs.
+    assert submit(client, _archive({"a.txt": b"x"}), name="empty.zip").status_code == 400
+    limited = make_app(classical_engine, tmp_path / "limited", JOB_MAX_FRAMES="3").test_client()
+    assert submit(limited, archive, name="plate.zip").status_code == 413
+
+
+def test_job_uploads_have_their_own_size_limit(classical_engine, video, tmp_path):
+    """Videos are larger than images: /jobs takes up to JOB_MAX_UPLOAD_MB, images MAX_UPLOAD_MB."""
+    client = make_app(classical_engine, tmp_path, MAX_UPLOAD_MB="0.5", JOB_MAX_UPLOAD_MB="2").test_client()
+    assert 0.5 * 2**20 < len(video) < 2 * 2**20
+    accepted = submit(client, video, max_frames="2")
+    assert accepted.status_code == 202, accepted.get_json()
+    image = client.post("/segment_file", data={"file": (io.BytesIO(video), "x.png")}, headers=A)
+    assert image.status_code == 413 and "MAX_UPLOAD_MB" in image.get_json()["error"]["message"]
+    big = submit(client, video + b"\0" * (2**20), max_frames="2")
+    assert big.status_code == 413 and "JOB_MAX_UPLOAD_MB" in big.get_json()["error"]["message"]
+    wait(client, accepted.get_json()["job_id"])

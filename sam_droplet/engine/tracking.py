@@ -71,6 +71,8 @@ class TrackingResult:
     frames: list[dict[str, Any]]
     summary: dict[str, Any]
     positions: list[dict[str, Any]] = field(default_factory=list)
+    track_ids: list[list[int]] = field(default_factory=list)  # per frame: each detection's track
+    crossing_times: list[float] = field(default_factory=list)  # when centres crossed the middle
 
 
 def _predict(track: Track, frames: list[FrameDroplets], at: int) -> tuple[float, float]:
@@ -251,7 +253,11 @@ def _measure(
         for t in tracks
         for k, i in t.points
     ]
-    return TrackingResult(rows, events, per_frame, summary, positions)
+    track_ids = [[-1] * len(f) for f in frames]
+    for t in tracks:
+        for k, i in t.points:
+            track_ids[k][i] = t.id
+    return TrackingResult(rows, events, per_frame, summary, positions, track_ids, [float(t) for t in crossings])
 
 
 def _crossing_times(

@@ -107,7 +107,10 @@ class ServerSettings:
         job_ttl_s: finished jobs are deleted after this many seconds (JOB_TTL_S).
         job_workers: jobs run at once per process (JOB_WORKERS).
         jobs_per_key: jobs queued or running per API key (or per everyone, keys off) (JOBS_PER_KEY).
-        job_max_frames: frames one job may analyse; more is refused before decoding (JOB_MAX_FRAMES).
+        job_max_frames: frames (or images of a batch) one job may analyse; more is refused before
+            decoding (JOB_MAX_FRAMES).
+        job_max_upload_mb: largest upload to POST /jobs in MB: a video, TIFF stack or ZIP batch
+            (JOB_MAX_UPLOAD_MB). It is written to RESULTS_DIR as it arrives, never held in memory.
         job_queue_url: redis URL of the RQ queue that ``sam-droplet worker`` processes serve;
             empty = jobs run in the web process (JOB_QUEUE_URL).
     """
@@ -135,11 +138,21 @@ class ServerSettings:
     job_workers: int = 1
     jobs_per_key: int = 4
     job_max_frames: int = 5000
+    job_max_upload_mb: float = 500.0
     job_queue_url: str = ""
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def job_max_upload_bytes(self) -> int:
+        return int(self.job_max_upload_mb * 1024 * 1024)
+
+    @property
+    def largest_body_bytes(self) -> int:
+        """The largest request any endpoint accepts (a job's upload or an image's)."""
+        return max(self.max_upload_bytes, self.job_max_upload_bytes)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> ServerSettings:
@@ -185,6 +198,7 @@ SERVER_VARIABLES: dict[str, tuple[str, Parser]] = {
     "job_workers": ("JOB_WORKERS", parse_int(1, 64)),
     "jobs_per_key": ("JOBS_PER_KEY", parse_int(1, 10000)),
     "job_max_frames": ("JOB_MAX_FRAMES", parse_int(1, 10_000_000)),
+    "job_max_upload_mb": ("JOB_MAX_UPLOAD_MB", parse_float(0, inclusive=False)),
     "job_queue_url": ("JOB_QUEUE_URL", parse_text),
 }
 

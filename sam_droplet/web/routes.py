@@ -345,6 +345,7 @@ def index() -> str:
         presets=PRESETS,
         threshold_methods=THRESHOLD_METHODS,
         max_upload_mb=svc.config.server.max_upload_mb,
+        job_max_upload_mb=svc.config.server.job_max_upload_mb,
     )
 
 

@@ -37,7 +37,8 @@ def settings_from_env(config: ServerSettings, env: Mapping[str, str] | None = No
     socket each, not a thread, and hundreds of them must not lock out /health); channel_timeout in
     seconds (WAITRESS_CHANNEL_TIMEOUT, 60: how long a connection may send and receive nothing;
     a request being answered is never cut); max_request_body_size in bytes
-    (WAITRESS_MAX_REQUEST_BODY_SIZE, default MAX_UPLOAD_MB plus 1 MB for the form's other fields).
+    (WAITRESS_MAX_REQUEST_BODY_SIZE, default the larger of MAX_UPLOAD_MB and JOB_MAX_UPLOAD_MB plus
+    1 MB for the form's other fields; each endpoint then applies its own limit).
 
     Waitress reads every request, body included, in its event loop before a thread sees it: a
     client trickling its upload holds a socket, never a thread.
@@ -52,7 +53,7 @@ def settings_from_env(config: ServerSettings, env: Mapping[str, str] | None = No
         "threads": env_int(env, "WAITRESS_THREADS", config.max_concurrent + config.max_queue + 2),
         "connection_limit": env_int(env, "WAITRESS_CONNECTION_LIMIT", 1000),
         "channel_timeout": env_int(env, "WAITRESS_CHANNEL_TIMEOUT", 60),
-        "max_request_body_size": env_int(env, "WAITRESS_MAX_REQUEST_BODY_SIZE", config.max_upload_bytes + 2**20),
+        "max_request_body_size": env_int(env, "WAITRESS_MAX_REQUEST_BODY_SIZE", config.largest_body_bytes + 2**20),
         "ident": "sam-droplet",
     }
 

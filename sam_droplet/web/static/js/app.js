@@ -4,13 +4,15 @@
 // adding a missed droplet asks the server again (/segment_point).
 
 // The modules: api.js (requests), queue.js (uploads), workbench.js (a result and its
-// corrections), panels.js (statistics, histograms, table, outlines), exports.js (files), on
+// corrections), panels.js (statistics, histograms, table, outlines), exports.js (files),
+// motion.js (videos, stacks and batches as server jobs, and their result view), on
 // state.js (shared state and rules), analysis.js, masks.js and viewer.js. This one starts the page
 // and wires the controls.
 
 import { KEY_STORAGE, api, askForKey } from "./api.js";
 import { $, el, fmt, say } from "./dom.js";
 import { exportAs } from "./exports.js";
+import { close as closeMotion, isLongWork, setupMotion, submitJobs } from "./motion.js";
 import { renderLayers } from "./panels.js";
 import { addFiles, hooks, requeue } from "./queue.js";
 import { detectionHints, isPositive, readFilters, reasonOf, state, umPerPx } from "./state.js";
@@ -18,7 +20,15 @@ import { Viewer } from "./viewer.js";
 import { addAt, calibrationChanged, dropletAt, prepare, recompute, render, select, show, toggle, undo } from "./workbench.js";
 
 hooks.segmented = prepare;
-hooks.show = show;
+hooks.show = (job) => { closeMotion(); show(job); };
+
+// Videos and ZIPs dropped with the images go to the server as jobs; the rest is segmented here.
+function addAny(files) {
+  const all = [...files];
+  const long = all.filter(isLongWork);
+  if (long.length) submitJobs(long);
+  if (long.length < all.length) addFiles(all.filter((f) => !isLongWork(f)));
+}
 
 async function connect() {
   const health = await api("/health");
@@ -189,8 +199,9 @@ $("droplet-table").addEventListener("keydown", (e) => {
 const drop = $("drop");
 for (const ev of ["dragover", "dragenter"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
 for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); });
-$("file-input").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
+drop.addEventListener("drop", (e) => { e.preventDefault(); addAny(e.dataTransfer.files); });
+$("file-input").addEventListener("change", (e) => { addAny(e.target.files); e.target.value = ""; });
+setupMotion();
 
 $("key-form").addEventListener("submit", () => {
   const key = $("key-input").value.trim();

@@ -33,7 +33,7 @@ export function renderStats(job) {
 }
 
 // A cleared canvas sized for the screen's pixel ratio, with the page's colours and plot font set.
-function plotCanvas(canvas) {
+export function plotCanvas(canvas) {
   const ctx = canvas.getContext("2d");
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 320;
@@ -50,7 +50,7 @@ function plotCanvas(canvas) {
   return { ctx, w, h, fg, accent };
 }
 
-function drawBars(canvas, hist, { marker, colourAbove, label }) {
+export function drawBars(canvas, hist, { marker, colourAbove, label }) {
   const { ctx, w, h, fg, accent: bar } = plotCanvas(canvas);
   if (!hist.counts.length) { ctx.fillText("no droplets", 8, h / 2); return; }
   const top = Math.max(...hist.counts) || 1;
