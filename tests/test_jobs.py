@@ -308,6 +308,12 @@ def test_a_zip_of_images_is_a_batch_job_with_files_per_image(classical_engine, t
     per_image = bundle.read("images/well_0.csv").decode()
     assert per_image.count("\n") - 1 == rows["plate/well_0.png"]["droplets"]
     assert json.loads(bundle.read("images/well_1.json"))["num_droplets"] == rows["plate/well_1.png"]["droplets"]
+    # The options of /segment_file apply to every image: here a filter on the diameter.
+    filtered = submit(client, archive, name="plate.zip", filters='{"diameter_min": 60}')
+    assert filtered.status_code == 202, filtered.get_json()
+    rows_filtered = client.get(wait(client, filtered.get_json()["job_id"])["result_url"], headers=A).get_json()["rows"]
+    assert 0 < rows_filtered[0]["droplets"] < rows["plate/well_0.png"]["droplets"]
+    assert submit(client, archive, name="plate.zip", filters="{not json").status_code == 400
     # Frames belong to videos; a batch has none.
     assert client.get(f"/jobs/{job['job_id']}/frames", headers=A).status_code == 409
     # An archive without images, and one with too many, are refused before anything runs.

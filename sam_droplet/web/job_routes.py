@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
@@ -22,8 +23,8 @@ from ..errors import ImageTooLarge, InvalidImage, InvalidOptions
 from ..io.frames import FrameViews
 from ..io.video import probe_sequence
 from ..motion import RESULT_FILES
-from ..pipeline import SegmentOptions
 from .errors import JobNotDone, JobNotFound, TooManyJobs
+from .routes import parse_options
 from .security import request_tenant
 from .service import service
 
@@ -31,9 +32,10 @@ __all__ = ["bp"]
 
 bp = Blueprint("jobs", __name__)
 
-JOB_FIELDS = (
-    "segmenter", "preset", "um_per_px", "appearance", "fps", "frame_step", "max_frames", "max_distance_px", "max_gap",
+SEGMENT_FIELDS = (
+    "segmenter", "preset", "um_per_px", "appearance", "filters", "contents", "spot_diameter_px",
 )  # fmt: skip
+JOB_FIELDS = (*SEGMENT_FIELDS, "fps", "frame_step", "max_frames", "max_distance_px", "max_gap")
 VIDEO_TYPES = ("AVI", "MP4", "MOV", "multi-page TIFF", "ZIP of images")
 MIMETYPES = {".csv": "text/csv", ".zip": "application/zip", ".json": "application/json"}
 
@@ -66,20 +68,17 @@ def _job_options(form: Any) -> dict[str, Any]:
         raise InvalidOptions(
             f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: file, {', '.join(JOB_FIELDS)}",
         )
-    options: dict[str, Any] = {
-        "segmenter": (form.get("segmenter") or "").strip().lower() or None,
-        "preset": (form.get("preset") or "").strip().lower() or None,
-        "appearance": (form.get("appearance") or "").strip().lower() or None,
-        "um_per_px": _number("um_per_px", form.get("um_per_px"), float, 1e-9),
-        "fps": _number("fps", form.get("fps"), float, 1e-6),
-        "frame_step": _number("frame_step", form.get("frame_step"), int, 1) or 1,
-        "max_frames": _number("max_frames", form.get("max_frames"), int, 1),
-        "max_distance_px": _number("max_distance_px", form.get("max_distance_px"), float, 1e-6),
-        "max_gap": _number("max_gap", form.get("max_gap"), int, 0),
-    }
-    SegmentOptions(
-        segmenter=options["segmenter"], preset=options["preset"], appearance=options["appearance"]
-    ).validate()
+    # The segmentation options as /segment_file reads and checks them; only those that were given.
+    segment, _ = parse_options({k: form.get(k) for k in SEGMENT_FIELDS})
+    given = {k for k in SEGMENT_FIELDS if (form.get(k) or "").strip()}
+    options: dict[str, Any] = {k: v for k, v in asdict(segment).items() if k in given}
+    options.update(
+        fps=_number("fps", form.get("fps"), float, 1e-6),
+        frame_step=_number("frame_step", form.get("frame_step"), int, 1) or 1,
+        max_frames=_number("max_frames", form.get("max_frames"), int, 1),
+        max_distance_px=_number("max_distance_px", form.get("max_distance_px"), float, 1e-6),
+        max_gap=_number("max_gap", form.get("max_gap"), int, 0),
+    )
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -119,7 +119,7 @@ def _as_bool(name: str, value: Any) -> bool | None:
     raise InvalidOptions(f"{name} must be true or false, got {value!r}"[:200])
 
 
-def _options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
+def parse_options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
     """SegmentOptions and output format from form fields or JSON keys."""
     filters = raw.get("filters")
     if isinstance(filters, str):
@@ -299,7 +299,7 @@ def _respond(result: Result, fmt: str, name: str, started: float) -> Response:
 
 def _segment_upload(data: bytes, name: str, raw: dict[str, Any], fluorescence: bytes | None = None) -> Response:
     started = time.perf_counter()
-    options, fmt = _options(raw)  # bad options fail before the image is decoded
+    options, fmt = parse_options(raw)  # bad options fail before the image is decoded
     channels = raw.get("brightfield_channel") not in (None, "")
     _check_memory([data, fluorescence], options.segmenter, decodes_per_file=2 if channels else 1)
     svc = service()
