@@ -4,7 +4,9 @@ Every generator returns a :class:`SyntheticImage`: the rendered picture, a uint1
 (0 = background, ``i + 1`` = droplet ``i``) and the true centres and radii. The pictures imitate what
 the service sees in practice: bright-field droplets with a dark refraction rim (packed hexagonal
 monolayers and sparse polydisperse emulsions), bright fluorescent disks on a dark background, dense
-small droplets, all under an illumination gradient with sensor noise.
+small droplets, all under an illumination gradient with sensor noise; and a few very large droplets
+at high magnification over a textured background with out-of-focus blobs and heavy, partly
+correlated noise (``high_magnification``), with its droplet-free twin (``noise_only``).
 
 A pixel belongs to a droplet when its centre lies inside the droplet's circle, so the labels are the
 ground truth the detector and the evaluator score against.
@@ -29,6 +31,8 @@ __all__ = [
     "droplets_with_beads",
     "fluorescence_pair",
     "fluorescent_disks",
+    "high_magnification",
+    "noise_only",
     "odd_droplet",
     "packed_monolayer",
     "sparse_emulsion",
@@ -337,6 +341,86 @@ def odd_droplet(
     return SyntheticImage(image, labels, centers, radii, "odd_droplet")
 
 
+def _smooth_field(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-SD random texture with features about ``scale`` px across."""
+    import cv2
+
+    field = rng.standard_normal(shape).astype(np.float32)
+    field = cv2.GaussianBlur(field, (0, 0), max(scale, 0.3))
+    return (field - field.mean()) / max(float(field.std()), 1e-9)
+
+
+def _textured_background(
+    shape: tuple[int, int], level: float, texture: float, blobs: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A microscope's background at high magnification: texture at two scales and out-of-focus
+    blobs (soft discs, darker or brighter, 15-120 px across) that are not droplets."""
+    h, w = shape
+    canvas = level + texture * (
+        0.6 * _smooth_field(shape, rng.uniform(4, 10), rng) + 0.4 * _smooth_field(shape, rng.uniform(20, 60), rng)
+    )
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(blobs):
+        r = rng.uniform(8, 60)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        soft = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)))
+        canvas += rng.choice([-1, 1]) * rng.uniform(0.03, 0.12) * soft
+    return canvas.astype(np.float32)
+
+
+def _sensor_noise(shape: tuple[int, int], sigma: float, correlation_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise of SD ``sigma``; with ``correlation_px`` > 0 part of it is spatially correlated, as
+    after demosaicing, JPEG or an upscaled camera, so it is coarser than single pixels."""
+    white = rng.standard_normal(shape).astype(np.float32)
+    if correlation_px <= 0:
+        return sigma * white
+    return sigma * (0.5 * white + 0.87 * _smooth_field(shape, correlation_px, rng))
+
+
+def high_magnification(
+    shape: tuple[int, int] = (1200, 1600),
+    n: int = 8,
+    r_min: float = 120.0,
+    r_max: float = 360.0,
+    noise: float = 0.07,
+    correlation_px: float = 1.0,
+    texture: float = 0.05,
+    blobs: int = 14,
+    rgb: bool = True,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A few large bright-field droplets (hundreds of px across) at high magnification, over a
+    textured background with out-of-focus blobs and heavy, partly correlated sensor noise: the look
+    in which pixel noise must never be found as droplets and the droplets must not be lost."""
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, r_min, r_max, 12.0, rng)
+    canvas = _textured_background(shape, 0.6, texture, blobs, rng)
+    for c, r in zip(centers, radii, strict=True):
+        _render_brightfield(canvas, c[None], np.array([r]), 0.6, 0.62, rim_depth=0.45, rim_width=max(4.0, r / 20))
+    canvas += _sensor_noise(shape, noise, correlation_px, rng)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, 0.2, 0.0, rgb, dtype, rng)
+    return _relabel(image, labels, centers, radii, "high_magnification")
+
+
+def noise_only(
+    shape: tuple[int, int] = (1024, 1024),
+    noise: float = 0.08,
+    correlation_px: float = 1.0,
+    texture: float = 0.05,
+    blobs: int = 10,
+    seed: int = 0,
+) -> SyntheticImage:
+    """No droplet at all: textured background, out-of-focus blobs and sensor noise (the right
+    answer is zero droplets)."""
+    rng = np.random.default_rng(seed)
+    canvas = _textured_background(shape, 0.55, texture, blobs, rng) + _sensor_noise(shape, noise, correlation_px, rng)
+    image = _finish(canvas, shape, 0.2, 0.0, False, np.uint8, rng)
+    return SyntheticImage(image, np.zeros(shape, np.uint16), np.zeros((0, 2)), np.zeros(0), "noise_only")
+
+
 def _relabel(
     image: np.ndarray, labels: np.ndarray, centers: np.ndarray, radii: np.ndarray, kind: str
 ) -> SyntheticImage:
@@ -475,6 +559,7 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "sparse": sparse_emulsion,
     "fluorescent": fluorescent_disks,
     "dense_small": dense_small,
+    "high_magnification": high_magnification,
 }
 
 
@@ -484,7 +569,8 @@ def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None =
     Args:
         folder: where to write (created).
         seeds: random seeds; one image per seed and kind.
-        kinds: set names (default: all of ``packed``, ``sparse``, ``fluorescent``, ``dense_small``).
+        kinds: set names (default: all of ``packed``, ``sparse``, ``fluorescent``, ``dense_small``,
+            ``high_magnification``).
 
     Returns:
         The folder of each kind.
