@@ -165,7 +165,7 @@ def test_hostile_looks_are_generated_with_exact_truth():
     assert 4 <= scene.count <= 8 and scene.radii.min() >= 100 and scene.image.shape == (1200, 1600, 3)
     for i, (c, r) in enumerate(zip(scene.centers, scene.radii, strict=True), 1):
         area = np.count_nonzero(scene.labels == i)
-        x, y = int(round(c[0])), int(round(c[1]))
+        x, y = round(float(c[0])), round(float(c[1]))
         inside = 0 <= x < 1600 and 0 <= y < 1200
         assert area <= np.pi * r * r + 4 * r and (not inside or scene.labels[y, x] == i)
     empty = synthetic.noise_only(seed=4)
