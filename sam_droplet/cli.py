@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--format", choices=tuple(FORMATS), default="csv")
     seg.add_argument("--um-per-px", type=float, help="calibration in micrometres per pixel")
     seg.add_argument("--segmenter", choices=SEGMENTERS)
-    seg.add_argument("--preset", help="filter preset (see GET /defaults)")
+    seg.add_argument("--preset", help="filter preset (see GET /defaults; default auto: chosen from each image)")
     seg.add_argument("--filters", help="filters as JSON, e.g. '{\"diameter_min\": 10}'")
     seg.add_argument("--appearance", choices=APPEARANCES)
     seg.add_argument(

@@ -27,7 +27,7 @@ import numpy as np
 
 from .engine.contents import count_contents
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
-from .engine.filters import PRESETS, apply_filters, resolve_filters
+from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
 from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence, occupancy
 from .engine.instances import resolve_overlaps
 from .engine.measure import Droplet, measure_droplets
@@ -66,7 +66,8 @@ class SegmentOptions:
     Attributes:
         segmenter: auto, sam, classical or grid; None for the engine's default.
         filters: filters (a JSON-like object), merged over the preset's.
-        preset: a name from :data:`sam_droplet.engine.filters.PRESETS`; None for ``default``.
+        preset: a name from :data:`sam_droplet.engine.filters.PRESETS`; None for ``auto`` (chosen
+            from the image after detection: :func:`sam_droplet.engine.filters.choose_preset`).
         um_per_px: calibration in micrometres per pixel; None when uncalibrated.
         appearance: detector hint (auto, rim, bright, dark); None takes the preset's.
         fluorescence_threshold: positive above this background-corrected mean fluorescence; None
@@ -370,7 +371,8 @@ class Engine:
         self, image: ImageData, options: SegmentOptions, check: Check | None, on_encoding: OnEncoding | None
     ) -> Result:
         segmenter = self.resolve_segmenter(options.segmenter)
-        spec, preset = resolve_filters(options.filters, options.preset, calibrated=options.um_per_px is not None)
+        calibrated = options.um_per_px is not None
+        spec, preset = resolve_filters(options.filters, options.preset or "auto", calibrated=calibrated)
         appearance = options.appearance or PRESETS[preset].appearance
         nested = PRESETS[preset].nested_droplets  # droplets seen through droplets, or contents
         timing: dict[str, float] = {}
@@ -433,6 +435,16 @@ class Engine:
         timing["measure"] = (time.perf_counter() - t0) * 1000
         if check:
             check("measurement")
+
+        if preset == "auto":
+            # The image chooses: its droplets' look, how much of the field they cover, their size spread.
+            h, w = image.gray.shape
+            whole = np.array([d.equivalent_diameter_px for d in droplets if not d.touches_edge])
+            cover = sum(d.area_px for d in droplets) / float(h * w)
+            cue = details.get("detector", {}).get("appearance")
+            preset, why = choose_preset(cue, whole, cover)
+            spec, _ = resolve_filters(options.filters, preset, calibrated=calibrated)
+            details["preset"] = {"requested": "auto", "chosen": preset, **why}
 
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
@@ -547,16 +559,11 @@ class Engine:
         q1, q3 = np.percentile(diameters, [25, 75]) if diameters.size >= 4 else (0.0, 0.0)
         robust_cv = float((q3 - q1) / 1.349 / estimate) if estimate and diameters.size >= 4 else None
         area_fraction = float(sum(i.area for i in detection.instances)) / gray.size
-        if detection.appearance == "bright":
-            preset = "bright_droplets"
-        elif detection.appearance == "dark":
-            preset = "dark_droplets"
-        elif area_fraction > 0.4 and robust_cv is not None and robust_cv < 0.1:
-            preset = "packed_monolayer"
-        else:
-            preset = "polydisperse"
+        preset, _ = choose_preset(detection.appearance, diameters, area_fraction)  # what "auto" does
         suggested: dict[str, Any] = dict(PRESETS[preset].filters)
-        if estimate:
+        if estimate and preset == "packed_monolayer":
+            # A size window only around a uniform population: a median made mostly of debris or
+            # noise would put the real droplets outside it.
             suggested.update(
                 {"diameter_min": round(0.5 * estimate, 1), "diameter_max": round(2.0 * estimate, 1), "units": "px"}
             )

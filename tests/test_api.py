@@ -106,7 +106,9 @@ def test_segment_file_json_contract(client, packed, packed_png):
     s = body["summary"]
     assert s["count"] == body["num_droplets"] and s["diameter_px"]["cv"] is not None and s["histogram"]["counts"]
     assert sum(s["removed"].values()) == len(body["removed"])
-    assert body["filters_applied"]["preset"] == "default" and body["filters_applied"]["units"] == "px"
+    # No preset asked: the image chose one (a generated packed monolayer: the monolayer's filters).
+    assert body["filters_applied"]["preset"] == "packed_monolayer" and body["filters_applied"]["units"] == "px"
+    assert s["preset"]["requested"] == "auto" and s["preset"]["area_fraction"] > 0.4
     # The masks decode with pycocotools and reproduce the ground truth.
     h, w = 512, 640
     labels = np.zeros((h, w), np.int32)

@@ -619,3 +619,24 @@ def test_a_zip_of_images_runs_as_a_batch_job(page, server, tmp_path):
         page.click("[data-job-export=zip]")
     names = set(zipfile.ZipFile(dl.value.path()).namelist())
     assert {"summary.csv", "images/well_0.csv", "images/well_2_overlay.png"} <= names
+
+
+def test_the_auto_preset_shows_what_the_image_chose(page, server, tmp_path):
+    """The page starts on the auto preset: the server chooses each image's filters, and the filter
+    fields show the choice for the image on screen until the person edits one."""
+    scene = synthetic.packed_monolayer(seed=5)
+    path = tmp_path / "monolayer.png"
+    path.write_bytes(png_bytes(scene.image))
+    page.goto(server)
+    assert page.input_value("#preset") == "auto"
+    upload(page, path)
+    expect(page.locator("#preset-help")).to_contain_text("Auto: packed monolayer for this image")
+    assert page.input_value("#f-outliers") == "iqr" and page.input_value("#f-circularity-min") == "0.75"
+    shown = count(page)
+    server_kept = page.evaluate("() => window.samDroplet.state.current.result.num_droplets")
+    assert shown == server_kept  # the page judges the image by the filters the server chose
+    page.screenshot(path=str(ARTIFACTS / "auto_preset.png"))
+    # Choosing a preset by hand applies it to every image at once.
+    page.select_option("#preset", "default")
+    expect(page.locator("#preset-help")).not_to_contain_text("Auto")
+    assert page.input_value("#f-outliers") == "none" and count(page) >= shown

@@ -120,3 +120,40 @@ def test_presets():
     assert resolve_filters(None, "default", False)[0].as_dict()["circularity_min"] == DEFAULT_FILTERS["circularity_min"]
     with pytest.raises(InvalidOptions, match="unknown preset"):
         resolve_filters(None, "shiny", calibrated=False)
+
+
+def test_the_auto_preset_chooses_from_the_image():
+    """No preset asked: the image's droplets choose. A packed monolayer of one size gets the
+    monolayer's filters (outliers flagged); other looks get theirs; a user's preset or filters win."""
+    import sam_droplet as sd
+    from sam_droplet.engine.filters import choose_preset
+    from sam_droplet.tools import synthetic
+
+    packed = sd.segment(synthetic.packed_monolayer(seed=2).image)
+    assert packed.preset == "packed_monolayer" and packed.summary["preset"]["requested"] == "auto"
+    assert packed.filters.outliers == "iqr" and packed.summary["preset"]["diameter_robust_cv"] < 0.1
+    assert sd.segment(synthetic.sparse_emulsion(seed=2).image).preset == "default"
+    assert sd.segment(synthetic.fluorescent_disks(seed=2).image).preset == "bright_droplets"
+    asked = sd.segment(synthetic.packed_monolayer(seed=2).image, preset="default")
+    assert asked.preset == "default" and "preset" not in asked.summary
+    own = sd.segment(synthetic.packed_monolayer(seed=2).image, filters={"outliers": "none"})
+    assert own.preset == "packed_monolayer" and own.filters.outliers == "none"
+    # Junk in the majority (900 specks of pixel noise around 8 real droplets) is no uniform
+    # population: no outlier removal relative to it, so the real droplets are never fenced out.
+    rng = np.random.default_rng(0)
+    specks = np.concatenate([rng.uniform(5, 16, 900), rng.uniform(240, 700, 8)])
+    assert choose_preset("rim", specks, area_fraction=0.35)[0] == "default"
+    uniform = rng.normal(30, 0.6, 900)
+    assert choose_preset("rim", uniform, area_fraction=0.85)[0] == "packed_monolayer"
+    assert choose_preset("rim", uniform[:10], area_fraction=0.85)[0] == "default"  # too few to judge
+    assert choose_preset("rim", uniform, area_fraction=0.2)[0] == "default"  # sparse: not a monolayer
+
+
+def test_the_default_result_of_a_ddpcr_monolayer_reports_its_cv(shared_data):
+    """The team's ddPCR_0_0.png with default settings: the monolayer's CV (about 3 %), not the
+    10.7 % that debris and merged droplets gave before the auto preset."""
+    import sam_droplet as sd
+
+    r = sd.segment(shared_data / "samples" / "ddpcr_original" / "ddPCR_0_0.png", segmenter="classical")
+    assert r.preset == "packed_monolayer" and r.summary["diameter_px"]["cv"] < 0.04
+    assert 600 < r.summary["count"] < 700

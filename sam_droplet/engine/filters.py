@@ -26,6 +26,7 @@ __all__ = [
     "FilterSpec",
     "Preset",
     "apply_filters",
+    "choose_preset",
     "resolve_filters",
 ]
 
@@ -96,6 +97,11 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "auto": Preset(
+        "Chosen from each image: a packed monolayer of one droplet size gets the monolayer's filters, "
+        "droplets brighter or darker than the background theirs, anything else the default's.",
+        dict(DEFAULT_FILTERS),
+    ),
     "default": Preset(
         "Whole droplets: drop those cut by the image border and clearly non-round objects.", dict(DEFAULT_FILTERS)
     ),
@@ -289,3 +295,47 @@ def apply_filters(droplets: list[Droplet], spec: FilterSpec, um_per_px: float | 
             d.removed_reason = "outlier"
             counts["outlier"] = counts.get("outlier", 0) + 1
     return counts
+
+
+# What makes a packed monolayer, for the auto preset: enough whole droplets, covering much of the
+# field, of one size. A population that is mostly debris or noise fails all three, so outlier
+# removal is only ever applied relative to a real, uniform population.
+_MONOLAYER_MIN_DROPLETS = 20
+_MONOLAYER_MIN_COVER = 0.4
+_MONOLAYER_MAX_ROBUST_CV = 0.1
+
+
+def choose_preset(appearance: str | None, diameters: np.ndarray, area_fraction: float) -> tuple[str, dict[str, Any]]:
+    """The preset the ``auto`` preset stands for on one image, and why.
+
+    Args:
+        appearance: the detector's cue (rim, bright, dark), or None (the grid segmenter).
+        diameters: equivalent diameters of the droplets not cut by the image border, px.
+        area_fraction: the share of the image the found droplets cover.
+
+    Returns:
+        The preset's name and the figures it was chosen by: ``appearance``, ``whole_droplets``,
+        ``area_fraction``, ``diameter_robust_cv`` (interquartile range / 1.349 / median).
+    """
+    n = int(diameters.size)
+    robust_cv = None
+    if n >= 4:
+        q1, median, q3 = np.percentile(diameters, [25, 50, 75])
+        robust_cv = float((q3 - q1) / 1.349 / median) if median > 0 else None
+    why = {
+        "appearance": appearance,
+        "whole_droplets": n,
+        "area_fraction": round(float(area_fraction), 4),
+        "diameter_robust_cv": round(robust_cv, 4) if robust_cv is not None else None,
+    }
+    if appearance == "bright":
+        return "bright_droplets", why
+    if appearance == "dark":
+        return "dark_droplets", why
+    monolayer = (
+        n >= _MONOLAYER_MIN_DROPLETS
+        and area_fraction > _MONOLAYER_MIN_COVER
+        and robust_cv is not None
+        and robust_cv < _MONOLAYER_MAX_ROBUST_CV
+    )
+    return ("packed_monolayer" if monolayer else "default"), why

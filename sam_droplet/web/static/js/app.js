@@ -17,7 +17,7 @@ import { renderLayers } from "./panels.js";
 import { addFiles, hooks, requeue } from "./queue.js";
 import { detectionHints, isPositive, readFilters, reasonOf, state, umPerPx } from "./state.js";
 import { Viewer } from "./viewer.js";
-import { addAt, calibrationChanged, dropletAt, prepare, recompute, render, select, show, toggle, undo } from "./workbench.js";
+import { addAt, calibrationChanged, dropletAt, hooks as workbenchHooks, prepare, recompute, render, select, show, toggle, undo } from "./workbench.js";
 
 hooks.segmented = prepare;
 hooks.show = (job) => { closeMotion(); show(job); };
@@ -51,11 +51,11 @@ async function connect() {
   }
 }
 
-function setPreset(name) {
+function setPreset(name, filters = null) {
   const preset = state.defaults && state.defaults.presets[name];
   if (!preset) return;
   $("preset-help").textContent = preset.description;
-  const f = preset.filters;
+  const f = filters || preset.filters;
   // Preset lengths are in px unless the preset says um.
   const toShown = (v) => (v == null ? "" : f.units === "um" || !umPerPx() ? v : +(v * umPerPx()).toPrecision(6));
   $("f-diameter-min").value = toShown(f.diameter_min);
@@ -68,9 +68,21 @@ function setPreset(name) {
   readFilters();
 }
 
+// Under the auto preset the fields show what the server chose for the image on screen.
+workbenchHooks.showChoice = (job) => {
+  const chosen = job.result.summary && job.result.summary.preset;
+  if (!chosen) return;
+  setPreset(chosen.chosen, job.result.filters_applied);
+  const cover = `${(100 * chosen.area_fraction).toFixed(0)} % of the field`;
+  const cv = chosen.diameter_robust_cv == null ? "" : `, robust CV ${(100 * chosen.diameter_robust_cv).toFixed(1)} %`;
+  $("preset-help").textContent = `Auto: ${chosen.chosen.replace(/_/g, " ")} for this image (${chosen.whole_droplets} whole droplets over ${cover}${cv}). Edit a filter to apply your own to every image.`;
+};
+
 function presetChanged() {
   const name = $("preset").value;
+  state.filtersTouched = false;
   setPreset(name);
+  if (name === "auto" && state.current && state.current.result) workbenchHooks.showChoice(state.current);
   for (const job of state.jobs) {
     if (!job.result) continue;
     if (job.hints !== undefined && job.hints !== detectionHints(name)) requeue(job);
@@ -156,7 +168,7 @@ $("um-per-px").addEventListener("change", () => {
 $("cumulative-weight").addEventListener("change", () => state.current && render());
 
 for (const id of ["f-diameter-min", "f-diameter-max", "f-circularity-min", "f-edge-distance", "f-outliers", "f-outlier-factor", "f-exclude-edge"]) {
-  $(id).addEventListener("input", () => { readFilters(); for (const job of state.jobs) if (job.result) recompute(job); });
+  $(id).addEventListener("input", () => { state.filtersTouched = true; readFilters(); for (const job of state.jobs) if (job.result) recompute(job); });
 }
 $("preset").addEventListener("change", presetChanged);
 $("show-removed").addEventListener("change", () => state.current && render());

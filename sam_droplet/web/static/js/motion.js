@@ -8,7 +8,7 @@ import { histogram } from "./analysis.js";
 import { api, askForKey, authHeaders, explain } from "./api.js";
 import { $, download, el, fmt, say } from "./dom.js";
 import { drawBars, plotCanvas } from "./panels.js";
-import { filtersForServer, umPerPx } from "./state.js";
+import { autoFilters, filtersForServer, umPerPx } from "./state.js";
 
 const JOB_MAX_MB = Number(document.body.dataset.jobMaxMb);
 const LONG_WORK = /\.(avi|mp4|mov|mkv|m4v|webm|zip)$/i;
@@ -42,7 +42,7 @@ function fieldsFor(job) {
   form.append("segmenter", $("segmenter").value);
   form.append("preset", $("preset").value);
   if (umPerPx()) form.append("um_per_px", String(umPerPx()));
-  form.append("filters", JSON.stringify(filtersForServer()));
+  if (!autoFilters()) form.append("filters", JSON.stringify(filtersForServer()));
   if ($("contents").checked) {
     form.append("contents", "true");
     form.append("spot_diameter_px", $("spot-diameter").value || "5");

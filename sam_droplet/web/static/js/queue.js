@@ -3,7 +3,7 @@
 
 import { askForKey, authHeaders, explain } from "./api.js";
 import { $, el, say } from "./dom.js";
-import { MAX_MB, detectionHints, filtersForServer, state, umPerPx } from "./state.js";
+import { MAX_MB, autoFilters, detectionHints, filtersForServer, state, umPerPx } from "./state.js";
 
 // Set by the page: what to do with a segmentation the server answered (prepare it), and how to
 // show a finished one.
@@ -113,7 +113,7 @@ function segment(job) {
     form.append("segmenter", $("segmenter").value);
     form.append("preset", $("preset").value);
     job.hints = detectionHints($("preset").value);
-    form.append("filters", JSON.stringify(filtersForServer()));
+    if (!autoFilters()) form.append("filters", JSON.stringify(filtersForServer())); // auto: the server chooses
     if (umPerPx()) form.append("um_per_px", String(umPerPx()));
     if ($("contents").checked) form.append("contents", "true");
     if (job.flFile) form.append("threshold_method", $("threshold-method").value);

@@ -14,6 +14,7 @@ export const state = {
   current: null,
   running: false,
   filters: {},
+  filtersTouched: false, // with the auto preset: the filter fields were edited, so they apply to every image
   sort: { key: "id", dir: 1 },
   selected: null,
   nextJobId: 1,
@@ -52,6 +53,23 @@ export function readFilters() {
     units: "px",
   };
   return state.filters;
+}
+
+// The auto preset lets the server choose each image's filters until the person edits a filter field.
+export function autoFilters() {
+  return $("preset").value === "auto" && !state.filtersTouched;
+}
+
+// The filters a result is judged by: the server's choice for that image under the auto preset (its
+// lengths turned into px), else the filter fields.
+export function filtersFor(job) {
+  const chosen = job.result && job.result.filters_applied;
+  if (!autoFilters() || !chosen) return state.filters;
+  const s = chosen.units === "um" ? umPerPx() || 1 : 1;
+  const out = { ...chosen, units: "px" };
+  for (const k of ["diameter_min", "diameter_max", "min_edge_distance"]) if (out[k] != null) out[k] = out[k] / s;
+  for (const k of ["area_min", "area_max"]) if (out[k] != null) out[k] = out[k] / (s * s);
+  return out;
 }
 
 export function filtersForServer() {

@@ -7,7 +7,10 @@ import { $, fmt, say } from "./dom.js";
 import { cropMask, outlinePath, paintIndex } from "./masks.js";
 import { renderContents, renderFluorescence, renderHistogram, renderLayers, renderSize, renderStats, renderTable, setupThreshold } from "./panels.js";
 import { renderJobs, statusText } from "./queue.js";
-import { isKept, lengthUnit, readFilters, state, umPerPx } from "./state.js";
+import { autoFilters, filtersFor, isKept, lengthUnit, readFilters, state, umPerPx } from "./state.js";
+
+// Set by the page: show the filters the auto preset chose for an image in the filter fields.
+export const hooks = { showChoice: (_job) => {} };
 
 async function loadBitmap(job, data) {
   const native = ["PNG", "JPEG", "BMP", "WEBP"].includes(data.image.format) && data.image.bit_depth === 8;
@@ -77,7 +80,7 @@ function indexMap(job) {
 
 // Filters, statistics, table and outlines from the current state; no request.
 export function recompute(job) {
-  job.reasons = applyFilters(job.records.filter((r) => !r.added), state.filters, umPerPx());
+  job.reasons = applyFilters(job.records.filter((r) => !r.added), filtersFor(job), umPerPx());
   job.kept = job.records.filter((r) => isKept(job, r));
   job.keptCount = job.kept.length;
   if (job === state.current) render();
@@ -87,6 +90,7 @@ export function recompute(job) {
 
 export function show(job) {
   state.current = job;
+  if (autoFilters()) hooks.showChoice(job);
   state.selected = null;
   state.viewer.setImage(job.bitmap);
   $("empty-hint").hidden = true;
