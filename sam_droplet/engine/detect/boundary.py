@@ -21,6 +21,13 @@ SAMPLES = 32  # samples per ray
 REACH = 1.6  # rays reach this many proposal radii
 
 
+def ray_levels(r: np.ndarray, n_levels: int) -> np.ndarray:
+    """The pyramid level each droplet of radius ``r`` is sampled at: where one sample step along
+    its rays is about one pixel."""
+    step = REACH * np.asarray(r) / SAMPLES
+    return np.clip(np.floor(np.log2(np.maximum(step, 1.0))).astype(int), 0, n_levels - 1)
+
+
 def sample_rays(pyramid: list[np.ndarray], props: Proposals, n_rays: int) -> tuple[np.ndarray, np.ndarray]:
     """Intensity profiles (N, rays, samples) and the sample radii (N, samples) in full-res pixels.
 
@@ -33,8 +40,7 @@ def sample_rays(pyramid: list[np.ndarray], props: Proposals, n_rays: int) -> tup
     # (rays, samples) unit offsets; a droplet's sample points are centre + r * offset.
     off_x = (np.cos(angles)[:, None] * unit[None, :]).astype(np.float32).ravel()
     off_y = (np.sin(angles)[:, None] * unit[None, :]).astype(np.float32).ravel()
-    step = REACH * props.r / SAMPLES
-    level = np.clip(np.floor(np.log2(np.maximum(step, 1.0))).astype(int), 0, len(pyramid) - 1)
+    level = ray_levels(props.r, len(pyramid))
     profiles = np.zeros((n, n_rays, SAMPLES), dtype=np.float32)
     for lv in np.unique(level):
         idx = np.flatnonzero(level == lv)
@@ -178,14 +184,16 @@ def _window(x: np.ndarray, lo: int, hi: int, fn: Any) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def _edge_strength(p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+def _edge_strength(
+    p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """How strongly each sample of each ray looks like the droplet's boundary, and whether as a rim.
 
     ``rim``: the outer flank of the first dark band met going outward (intensity rising just after
     a dip below the interior level), or a step down into a darker background that does not recover
     (a droplet next to dark oil). ``bright``: intensity falling outward. (``dark`` images are
     inverted by the caller.) Windows are set in pixels (1.5 px for a slope, 2.5 px for a rim), so
-    a 9 px droplet and a 500 px one are judged alike.
+    a 9 px droplet and a 500 px one are judged alike. ``min_contrast`` is per ray bundle (N, 1, 1).
     """
     s = p.shape[2]
     step_px = np.maximum(rho_step, 1e-6)
@@ -198,7 +206,7 @@ def _edge_strength(p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: 
     is_rim = np.zeros(p.shape, dtype=bool)
     for kk, ww, ff in {(int(a), int(b), int(c)) for a, b, c in zip(k, w, far, strict=True)}:
         idx = np.flatnonzero((k == kk) & (w == ww) & (far == ff))
-        strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast)
+        strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast[idx])
     return strength, is_rim
 
 
@@ -213,7 +221,7 @@ def _usable_samples(s: int) -> np.ndarray:
     return (frac >= 0.3) & (frac <= REACH - 0.05)
 
 
-def _slope_bound(p: np.ndarray, step_px: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+def _slope_bound(p: np.ndarray, step_px: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rays (N, rays) with a rise, and with a fall, of at least ``floor`` over the slope window.
 
     Edge strength never exceeds the slope: a rim's strength is its outward rise damped by its
@@ -225,7 +233,7 @@ def _slope_bound(p: np.ndarray, step_px: np.ndarray, floor: float) -> tuple[np.n
         idx = np.flatnonzero(k == kk)
         rise[idx] = _shift(p[idx], int(kk)) - _shift(p[idx], -int(kk))
     rise[..., ~_usable_samples(p.shape[-1])] = 0.0
-    return _along(rise, cv2.REDUCE_MAX) >= floor, _along(rise, cv2.REDUCE_MIN) <= -floor
+    return _along(rise, cv2.REDUCE_MAX) >= floor[:, :, 0], _along(rise, cv2.REDUCE_MIN) <= -floor[:, :, 0]
 
 
 def _quantize(values: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
@@ -236,7 +244,7 @@ def _quantize(values: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
 
 
 def _edge_strength_group(
-    p: np.ndarray, cue: str, k: int, w: int, far: int, min_contrast: float
+    p: np.ndarray, cue: str, k: int, w: int, far: int, min_contrast: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_edge_strength` for rays sharing the slope window ``k``, rim window ``w`` and step
     window ``far`` (in samples)."""
@@ -333,7 +341,7 @@ def fit_boundaries(
     profiles: np.ndarray,
     rho: np.ndarray,
     cue: str,
-    noise: float,
+    noise: float | np.ndarray,
     min_support: float = 0.0,
     min_rim_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,7 +351,8 @@ def fit_boundaries(
         profiles: (N, rays, samples) normalised intensities along rays from each proposal centre.
         rho: (N, samples) radius of each sample in pixels.
         cue: ``rim``, ``bright`` or ``dark``.
-        noise: pixel noise of the normalised image.
+        noise: pixel noise of the normalised image, or one value per proposal (the noise of the
+            pyramid level it is sampled from).
         min_support, min_rim_fraction: proposals with fewer rays than this showing a clear edge
             anywhere (or, for the second, a clear rim) cannot give an accepted outline: they are not
             traced (radii NaN, strength 0). On a busy image that is most of them, and tracing is
@@ -355,7 +364,8 @@ def fit_boundaries(
     """
     p = profiles if cue != "dark" else 1.0 - profiles
     step = (rho[:, 1] - rho[:, 0])[:, None, None]
-    min_contrast = max(1.25 * noise, 0.03)
+    noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), (p.shape[0],))[:, None, None]
+    min_contrast = np.maximum(1.25 * noise, 0.03)
     floor = clear_edge(noise)
     radii = np.full(p.shape[:2], np.nan)
     at = np.zeros(p.shape[:2], dtype=p.dtype)
@@ -367,7 +377,7 @@ def fit_boundaries(
         ((up | down if cue == "rim" else down).mean(axis=1) >= min_support)
         & (rim_rays.mean(axis=1) >= min_rim_fraction)
     )
-    p, step = p[hopeful], step[hopeful]
+    p, step, floor, min_contrast = p[hopeful], step[hopeful], floor[hopeful], min_contrast[hopeful]
     strength, is_rim = _edge_strength(p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast)
     clear = strength >= floor
     keep = np.flatnonzero(
@@ -376,7 +386,7 @@ def fit_boundaries(
     )
     traced = hopeful[keep]
     if traced.size:
-        p, strength, is_rim, step = p[keep], strength[keep], is_rim[keep], step[keep]
+        p, strength, is_rim, step, min_contrast = p[keep], strength[keep], is_rim[keep], step[keep], min_contrast[keep]
         scale = np.maximum(strength.max(axis=(1, 2), keepdims=True), min_contrast)
         path = _closed_path(-strength / scale)
         at[traced] = np.take_along_axis(strength, path[..., None], -1)[..., 0]
@@ -386,6 +396,7 @@ def fit_boundaries(
     return radii, at, rim_at
 
 
-def clear_edge(noise: float) -> float:
-    """Edge strength a ray needs to support an outline: clearly above the pixel noise."""
-    return max(1.75 * noise, 0.02)
+def clear_edge(noise: Any) -> Any:
+    """Edge strength a ray needs to support an outline: clearly above the pixel noise (a number,
+    or an array of them)."""
+    return np.maximum(1.75 * np.asarray(noise, dtype=np.float64), 0.02) if np.ndim(noise) else max(1.75 * noise, 0.02)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..instances import Instance, ResolveReport, resolve_overlaps
-from .normalize import noise_sigma, normalize_intensity, pyramid
+from .boundary import clear_edge
+from .normalize import background_noise, noise_sigma, normalize_intensity, pyramid
 from .outlines import fit_outlines, rasterize
 from .params import APPEARANCES, Check, DetectionParams
 from .proposals import Proposals, merge_proposals, propose_all
@@ -15,6 +16,7 @@ from .proposals import Proposals, merge_proposals, propose_all
 __all__ = ["Detection", "detect_droplets"]
 
 _MODEL_SAMPLE = 200  # proposals used to choose the boundary model
+_RECALIBRATE = 1.2  # judge again when the background's noise asks for edges this much stronger
 
 
 @dataclass
@@ -97,6 +99,17 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, che
         final["bright"] = Proposals.concat([core, Proposals(core.cx, core.cy, 1.5 * core.r, 0.9 * core.score)])
     props = merge_proposals(Proposals.concat(list(final.values())))
     outlines = fit_outlines(levels, props, cue, noise, params, check)
+
+    # Self-calibration: the noise of this image's own background (where no droplet was found), at
+    # each pyramid level. When it asks for clearly stronger edges than the finest-scale estimate
+    # did, the proposals are fitted again, each against the noise of the level it is seen at:
+    # correlated noise stops passing for small droplets, and large droplets, seen at coarse levels
+    # where the noise has averaged out, are judged by that.
+    seen = background_noise(levels, outlines.cx, outlines.cy, outlines.r) if len(outlines.score) else None
+    if seen is not None and clear_edge(float(seen[0])) > _RECALIBRATE * clear_edge(noise):
+        if check:
+            check("boundary fit")
+        outlines = fit_outlines(levels, props, cue, seen, params, check)
 
     # Step 3: one outline per droplet, every pixel in at most one.
     instances: list[Instance] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["noise_sigma", "normalize_intensity", "pyramid"]
+__all__ = ["background_noise", "noise_sigma", "normalize_intensity", "pyramid"]
 
 
 def normalize_intensity(gray: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -49,6 +49,60 @@ def noise_sigma(norm: np.ndarray, block: int = 16) -> float:
         hh[: bh * block, : bw * block].reshape(bh, block, bw, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
     )
     return float(np.percentile(np.median(blocks, axis=1), 20) / 0.6745 + 1e-4)
+
+
+# What the background residual (below) gives at level 0 for white noise of SD 1: it turns the
+# residual of any noise, at any level, into the level-0 white noise the detector's floors are set in.
+_WHITE_RESIDUAL = 0.3097
+_RESIDUAL_BLUR = 2.0  # px of the level: the residual keeps the band the fit's 3 px slope window responds to
+_BLOCK = 8
+
+
+def background_noise(levels: list[np.ndarray], cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> np.ndarray | None:
+    """The noise of the background, where no droplet was found, at each pyramid level.
+
+    :func:`noise_sigma` reads the finest scale, where structure hardly shows; but noise correlated
+    over a pixel or two (demosaicing, JPEG, an upscaled camera) hardly shows there either, and the
+    boundary fit, which works on smoothed levels, then takes its blobs for droplets. Here each
+    level's residual against a 2 px blur of itself (the band the fit's 3 px slope window sees) is read in 8 px blocks clear of every found
+    droplet (circles of 1.3 r + 3 px); the quietest quarter of those blocks (texture, debris and
+    out-of-focus droplets left in the background only raise the others) is expressed as the
+    level-0 white noise that would give it. White noise thus gives its own SD at level 0 and less
+    at coarser levels, where averaging has removed most of it; correlated noise gives more.
+
+    Args:
+        levels: the detector's pyramid (level 0 is the normalised image blurred by 0.7 px).
+        cx, cy, r: the droplets found, in full-resolution pixels.
+
+    Returns:
+        One value per level, or None when level 0 has fewer than 16 clear blocks (a packed field
+        has no background to read). A coarser level without enough clear blocks takes the value
+        of the level below.
+    """
+    out: list[float] = []
+    for k, level in enumerate(levels):
+        scale = 2.0**-k
+        residual = np.abs(level - cv2.GaussianBlur(level, (0, 0), _RESIDUAL_BLUR))
+        mask = np.zeros(level.shape, np.uint8)
+        for x, y, rr in zip(cx, cy, r, strict=True):
+            centre = (round(float(x) * scale), round(float(y) * scale))
+            cv2.circle(mask, centre, round((1.3 * float(rr) + 3) * scale), 1, -1)
+        h, w = level.shape
+        bh, bw = h // _BLOCK, w // _BLOCK
+
+        def blocks(a: np.ndarray, bh: int = bh, bw: int = bw) -> np.ndarray:
+            a = a[: bh * _BLOCK, : bw * _BLOCK]
+            return a.reshape(bh, _BLOCK, bw, _BLOCK).transpose(0, 2, 1, 3).reshape(-1, _BLOCK * _BLOCK)
+
+        clear = blocks(mask).max(axis=1) == 0 if bh and bw else np.zeros(0, bool)
+        if np.count_nonzero(clear) < 16:
+            if k == 0:
+                return None
+            out.append(out[-1])
+            continue
+        quiet = np.percentile(np.median(blocks(residual)[clear], axis=1), 25)
+        out.append(float(quiet / 0.6745 / _WHITE_RESIDUAL))
+    return np.asarray(out)
 
 
 def pyramid(norm: np.ndarray, levels: int) -> list[np.ndarray]:

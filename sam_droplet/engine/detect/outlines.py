@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..instances import Instance
-from .boundary import clear_edge, fit_boundaries, sample_rays, smooth_around
+from .boundary import clear_edge, fit_boundaries, ray_levels, sample_rays, smooth_around
 from .params import Check, DetectionParams
 from .proposals import Proposals
 
@@ -24,7 +24,7 @@ _GROW = 1.4  # a failed proposal is tried again this much larger
 
 
 def outline_quality(
-    radii: np.ndarray, strength: np.ndarray, noise: float
+    radii: np.ndarray, strength: np.ndarray, noise: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Support, smoothed radii and irregularity of fitted outlines.
 
@@ -36,7 +36,7 @@ def outline_quality(
         the radii beyond half a pixel, over their mean).
     """
     rays = radii.shape[1]
-    floor = clear_edge(noise)
+    floor = clear_edge(noise) if np.ndim(noise) == 0 else clear_edge(np.asarray(noise))[:, None]
     typical = np.median(strength, axis=1, keepdims=True)
     valid = (strength >= floor) & (strength >= 0.25 * typical)
     support = valid.mean(axis=1)
@@ -142,7 +142,7 @@ def fit_outlines(
     pyramid: list[np.ndarray],
     props: Proposals,
     cue: str,
-    noise: float,
+    noise: float | np.ndarray,
     params: DetectionParams,
     check: Check | None = None,
 ) -> Outlines:
@@ -150,7 +150,9 @@ def fit_outlines(
 
     After each batch, proposals that fall inside a droplet already outlined (centre within its
     radius, similar size) are dropped unfitted: most droplets are proposed several times (by each
-    cue and pyramid level), and one good fit is enough.
+    cue and pyramid level), and one good fit is enough. ``noise`` is the image's pixel noise, or
+    one value per pyramid level (each proposal judged against the noise of the level it is sampled
+    at).
     """
     if len(props) == 0:
         return Outlines.empty(params.n_rays)
@@ -205,7 +207,7 @@ def _proposal_leaders(props: Proposals) -> np.ndarray:
 
 
 def _fit_parallel(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
 ) -> Outlines:
     """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
     workers = params.workers()
@@ -219,7 +221,7 @@ def _fit_parallel(
 
 
 def _fit_refit(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
 ) -> Outlines:
     """Fit proposals; refit from the outline's own centre and size those that moved away from
     their proposal (off-centre, or another size) or fell just short of acceptance, keeping the
@@ -253,7 +255,9 @@ def _fit_refit(
     return first.take(np.flatnonzero(ok))
 
 
-def _fit_once(pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float, params: DetectionParams) -> Outlines:
+def _fit_once(
+    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
+) -> Outlines:
     """One boundary fit per proposal; score 0 where the fit is not a droplet outline.
 
     Small droplets get fewer rays (one per 2 px of outline, at least 16): more would cross the
@@ -273,11 +277,13 @@ def _fit_once(pyramid: list[np.ndarray], props: Proposals, cue: str, noise: floa
         sub = props.take(idx)
         profiles, rho = sample_rays(pyramid, sub, int(rays))
         profiles = smooth_around(profiles, sub.r)
+        # One noise for the image, or each proposal the noise of the level its rays are sampled at.
+        here = noise if np.ndim(noise) == 0 else np.asarray(noise)[ray_levels(sub.r, len(pyramid))]
         rr, strength, is_rim = fit_boundaries(
-            profiles, rho, cue, noise, params.min_fit_support, params.min_rim_fraction if cue == "rim" else 0.0
+            profiles, rho, cue, here, params.min_fit_support, params.min_rim_fraction if cue == "rim" else 0.0
         )
         rr = np.where(np.isnan(rr), sub.r[:, None], rr)  # untraced: hopeless, score 0 below
-        rr, valid, support[idx], irregularity[idx] = outline_quality(rr, strength, noise)
+        rr, valid, support[idx], irregularity[idx] = outline_quality(rr, strength, here)
         rim_fraction[idx] = (is_rim & valid).mean(axis=1)
         radii[idx] = _resample_around(rr, params.n_rays)
         edge_rays[idx] = _resample_around(valid.astype(np.float64), params.n_rays) > 0.5
