@@ -27,6 +27,8 @@ __all__ = [
     "ContentsScene",
     "FluorescencePair",
     "SyntheticImage",
+    "boiling_bubbles",
+    "condensation",
     "dense_small",
     "droplets_with_beads",
     "fluorescence_pair",
@@ -36,6 +38,9 @@ __all__ = [
     "odd_droplet",
     "packed_monolayer",
     "sparse_emulsion",
+    "stretched",
+    "stretched_emulsion",
+    "touching_pair",
     "write_sets",
 ]
 
@@ -421,6 +426,154 @@ def noise_only(
     return SyntheticImage(image, np.zeros(shape, np.uint16), np.zeros((0, 2)), np.zeros(0), "noise_only")
 
 
+def _burn_in(rgb8: np.ndarray, rng: np.random.Generator) -> None:
+    """Burn a timestamp and a scale bar with its label into an 8-bit picture, as cameras do: white
+    with a black outline, in two corners. They are not droplets."""
+    import cv2
+
+    h, w = rgb8.shape[:2]
+    size = max(0.6, w / 1600 * 1.6)
+    stamp = f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}.{rng.integers(0, 1000):03d}"
+    for text, (x, y) in ((stamp, (int(0.02 * w), int(0.06 * h))), ("100 um", (int(0.8 * w), int(0.93 * h)))):
+        cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), int(4 * size) + 2, cv2.LINE_AA)
+        cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), int(2 * size), cv2.LINE_AA)
+    bar = (int(0.8 * w), int(0.95 * h), int(0.8 * w) + int(0.12 * w), int(0.95 * h) + max(4, h // 120))
+    cv2.rectangle(rgb8, bar[:2], bar[2:], (0, 0, 0), max(4, h // 120) // 2 + 2)
+    cv2.rectangle(rgb8, bar[:2], bar[2:], (255, 255, 255), -1)
+
+
+def touching_pair(
+    shape: tuple[int, int] = (1200, 1600),
+    r_range: tuple[float, float] = (125.0, 385.0),
+    noise: float = 0.03,
+    seed: int = 0,
+) -> SyntheticImage:
+    """Two large bright-field droplets pressed together (a flat contact a few percent of their
+    size), with a burnt-in timestamp and scale bar, over a mildly textured background."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    r1 = rng.uniform(*r_range)
+    r2 = rng.uniform(r_range[0], min(r_range[1], 0.45 * w - r1))
+    press = rng.uniform(0.0, 0.06) * min(r1, r2)
+    angle = rng.uniform(-0.4, 0.4)
+    d = r1 + r2 - press
+    mid = np.array([w / 2, h / 2]) + rng.uniform(-0.05, 0.05, 2) * [w, h]
+    u = np.array([np.cos(angle), np.sin(angle)])
+    c1 = mid - u * d * r2 / (r1 + r2)
+    c2 = mid + u * d * r1 / (r1 + r2)
+    centers, radii = np.array([c1, c2]), np.array([r1, r2])
+    canvas = _textured_background(shape, 0.6, 0.02, 4, rng)
+    _render_brightfield(canvas, centers, radii, 0.6, 0.62, rim_depth=0.5, rim_width=max(4.0, min(r1, r2) / 25))
+    canvas += _sensor_noise(shape, noise, 1.0, rng)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    # Where the two overlap, each pixel goes to the droplet it is nearer the centre of (in units of
+    # radius): the flat contact line.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    both = ((xx - c1[0]) ** 2 + (yy - c1[1]) ** 2 < r1 * r1) & ((xx - c2[0]) ** 2 + (yy - c2[1]) ** 2 < r2 * r2)
+    nearer_2 = np.hypot(xx - c2[0], yy - c2[1]) / r2 < np.hypot(xx - c1[0], yy - c1[1]) / r1
+    labels[both] = np.where(nearer_2[both], 2, 1)
+    image = _finish(canvas, shape, 0.15, 0.0, True, np.uint8, rng)
+    _burn_in(image, rng)
+    return _relabel(image, labels, centers, radii, "touching_pair")
+
+
+def boiling_bubbles(
+    shape: tuple[int, int] = (480, 1280),
+    n: int = 300,
+    r_range: tuple[float, float] = (2.5, 10.0),
+    noise: float = 0.03,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A high-speed frame of small vapour bubbles on a heated tube under backlight: dark bubbles
+    with a bright centre spot, 5-20 px across, uneven light and a dark band (the tube's shadow),
+    slight motion blur along the flow."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    centers, radii = _place_sparse(shape, n, *r_range, 1.0, rng)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    band_y, band_h = rng.uniform(0.3, 0.7) * h, rng.uniform(0.08, 0.15) * h
+    light = 0.75 * (1 - 0.35 * (xx / w)) * (1 - 0.55 * np.exp(-(((yy - band_y) / band_h) ** 2)))
+    canvas = light.astype(np.float32)
+    for (cx, cy), r in zip(centers, radii, strict=True):
+        x0, x1 = max(int(cx - r - 2), 0), min(int(cx + r + 3), w)
+        y0, y1 = max(int(cy - r - 2), 0), min(int(cy + r + 3), h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        dist = np.hypot(xx[y0:y1, x0:x1] - cx, yy[y0:y1, x0:x1] - cy)
+        cover = np.clip(0.5 - (dist - r), 0, 1)
+        spot = np.exp(-((dist / max(0.35 * r, 0.8)) ** 2))
+        patch = canvas[y0:y1, x0:x1]
+        patch[:] = patch * (1 - 0.7 * cover) + 0.6 * spot * cover * patch
+    canvas = cv2.blur(canvas, (3, 1))  # motion blur along the flow
+    canvas += _sensor_noise(shape, noise, 0.0, rng)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, 0.0, 0.0, False, np.uint8, rng)
+    return _relabel(image, labels, centers, radii, "boiling_bubbles")
+
+
+def condensation(
+    shape: tuple[int, int] = (900, 1200),
+    r_range: tuple[float, float] = (5.0, 17.5),
+    n: int = 1500,
+    noise: float = 0.02,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A colour macro photograph of dropwise condensation: hundreds of touching droplets 10-35 px
+    across on a tinted surface, each with a dark outline, a specular highlight up-left and a
+    bright crescent of refracted light low-right."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    centers, radii = _place_sparse(shape, n, *r_range, 0.0, rng)
+    surface = np.array(rng.uniform([0.25, 0.35, 0.3], [0.45, 0.55, 0.5]), dtype=np.float32)
+    canvas = np.ones((h, w, 3), np.float32) * surface
+    canvas *= (1 + 0.1 * _smooth_field(shape, 40, rng))[..., None]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for (cx, cy), r in zip(centers, radii, strict=True):
+        x0, x1 = max(int(cx - r - 2), 0), min(int(cx + r + 3), w)
+        y0, y1 = max(int(cy - r - 2), 0), min(int(cy + r + 3), h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        dx, dy = xx[y0:y1, x0:x1] - cx, yy[y0:y1, x0:x1] - cy
+        dist = np.hypot(dx, dy)
+        cover = np.clip(0.5 - (dist - r), 0, 1)[..., None]
+        edge = np.exp(-(((dist - r + 1.2) / 1.2) ** 2))[..., None]
+        spec = np.exp(-((np.hypot(dx + 0.4 * r, dy + 0.4 * r) / max(0.15 * r, 0.8)) ** 2))[..., None]
+        crescent = (np.clip((dx + dy) / (1.41 * r), 0, 1) * np.exp(-(((dist - 0.75 * r) / (0.15 * r + 0.5)) ** 2)))[
+            ..., None
+        ]
+        patch = canvas[y0:y1, x0:x1]
+        inside = patch * 1.08 * (1 - 0.65 * edge) + 0.9 * spec + 0.25 * crescent
+        patch[:] = cover * np.clip(inside, 0, 1) + (1 - cover) * patch
+    canvas += noise * rng.standard_normal(canvas.shape).astype(np.float32)
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+    return _relabel(image, labels, centers, radii, "condensation")
+
+
+def stretched(base: SyntheticImage, factor: float = 1.5, axis: int = 1) -> SyntheticImage:
+    """``base`` resampled ``factor`` times longer along ``axis`` (1: x): round droplets become
+    ellipses, as in a camera with non-square pixels or an anamorphic view. Labels are resampled
+    with the same grid (nearest), so the truth stays exact to the pixel."""
+    import cv2
+
+    h, w = base.labels.shape
+    size = (round(w * factor), h) if axis == 1 else (w, round(h * factor))
+    image = cv2.resize(base.image, size, interpolation=cv2.INTER_LINEAR)
+    labels = cv2.resize(base.labels, size, interpolation=cv2.INTER_NEAREST)
+    centers = base.centers * ([factor, 1.0] if axis == 1 else [1.0, factor])
+    return SyntheticImage(image, labels, centers, base.radii * np.sqrt(factor), f"stretched_{base.kind}")
+
+
+def stretched_emulsion(seed: int = 0) -> SyntheticImage:
+    """A sparse polydisperse emulsion seen 1.5 times longer along x."""
+    return stretched(sparse_emulsion(seed=seed), 1.5)
+
+
 def _relabel(
     image: np.ndarray, labels: np.ndarray, centers: np.ndarray, radii: np.ndarray, kind: str
 ) -> SyntheticImage:
@@ -560,6 +713,10 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "fluorescent": fluorescent_disks,
     "dense_small": dense_small,
     "high_magnification": high_magnification,
+    "touching_pair": touching_pair,
+    "boiling_bubbles": boiling_bubbles,
+    "condensation": condensation,
+    "stretched_emulsion": stretched_emulsion,
 }
 
 
