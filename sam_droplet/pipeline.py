@@ -404,6 +404,7 @@ class Engine:
                 "proposals": detection.n_proposals,
                 "droplets": len(detection.instances),
                 "median_diameter_px": round(median, 3) if median is not None else None,
+                "on_annotations": detection.on_annotations,
             }
             details["resolved"] = detection.resolve.as_dict()
             raw = detection.instances

@@ -356,3 +356,32 @@ def test_a_few_large_droplets_in_heavy_noise_are_found(seed):
     labels = paint_labels(det.instances, scene.labels.shape)
     m = match_instances(scene.labels, labels)
     assert m.precision >= 0.9 and m.recall >= 0.75, (m.precision, m.recall, len(det.instances))
+
+
+def test_burnt_in_text_and_scale_bars_are_not_droplets():
+    """Two large droplets pressed together under a burnt-in timestamp and a scale bar with its
+    label: the glyphs ("0", "8", ...) were found as 30-odd droplets before. Now the annotation is
+    recognised (a line of glyphs, a bar, in the picture's brightest value) and its outlines left out;
+    saturated beads, highlights and rims are not annotations."""
+    from sam_droplet.engine.detect.overlays import annotation_mask
+
+    scene = synthetic.touching_pair(seed=4)
+    gray = read_image(scene.image).gray
+    mask = annotation_mask(gray)
+    h, w = gray.shape
+    assert mask is not None and mask[: h // 10, : w // 3].any() and mask[int(0.9 * h) :, int(0.7 * w) :].any()
+    assert not (mask & (scene.labels > 0)).any()
+    det = detect_droplets(gray)
+    assert det.on_annotations >= 20
+    m = match_instances(scene.labels, paint_labels(det.instances, scene.labels.shape))
+    assert m.recall == 1.0 and not any(i.y0 < h // 10 and i.x0 < w // 3 for i in det.instances)
+    for scene in (
+        synthetic.fluorescent_disks(seed=1),
+        synthetic.condensation(seed=1),
+        synthetic.packed_monolayer(seed=1),
+    ):
+        assert annotation_mask(read_image(scene.image).gray) is None, scene.kind
+    beads = np.full((300, 400), 40, np.uint8)
+    for k in range(12):  # saturated beads scattered at random: not a line of glyphs
+        cv2.circle(beads, (int(30 + 31 * k), int(40 + (k * 97) % 220)), 5, 255, -1)
+    assert annotation_mask(beads.astype(np.float32)) is None

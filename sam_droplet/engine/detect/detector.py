@@ -10,6 +10,7 @@ from ..instances import Instance, ResolveReport, resolve_overlaps
 from .boundary import clear_edge
 from .normalize import background_noise, noise_sigma, normalize_intensity, pyramid
 from .outlines import fit_outlines, rasterize
+from .overlays import annotation_mask
 from .params import APPEARANCES, Check, DetectionParams
 from .proposals import Proposals, merge_proposals, propose_all
 
@@ -29,12 +30,15 @@ class Detection:
         appearance: the cue that was used.
         n_proposals: proposals before the boundary fit.
         resolve: what overlap resolution removed (the instances are already resolved).
+        on_annotations: outlines left out because they lay on burnt-in text or a scale bar
+            (:mod:`.overlays`).
     """
 
     instances: list[Instance]
     appearance: str
     n_proposals: int = 0
     resolve: ResolveReport = field(default_factory=ResolveReport)
+    on_annotations: int = 0
 
     @property
     def median_diameter_px(self) -> float | None:
@@ -123,7 +127,15 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, che
         inst.center = (float(outlines.cx[i]), float(outlines.cy[i]))
         inst.radius = float(outlines.r[i])
         instances.append(inst)
+    # Burnt-in timestamps and scale bars: their round glyphs are not droplets.
+    overlay = annotation_mask(gray)
+    on_overlay = 0
+    if overlay is not None:
+        kept = [i for i in instances if np.count_nonzero(overlay[i.y0 : i.y1, i.x0 : i.x1][i.mask]) < 0.5 * i.area]
+        on_overlay, instances = len(instances) - len(kept), kept
     if check:
         check("overlap resolution")
     instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets, check=check)
-    return Detection(instances=instances, appearance=cue, n_proposals=len(props), resolve=report)
+    return Detection(
+        instances=instances, appearance=cue, n_proposals=len(props), resolve=report, on_annotations=on_overlay
+    )

@@ -1,0 +1,100 @@
+"""Burnt-in annotations: timestamps, scale bars and their labels drawn into the picture.
+
+Cameras and acquisition software draw them in the picture's brightest (or darkest) value, often
+edged in the other, so they read on any background. Their glyphs ("0", "6", "8", "o") are closed, round and
+high-contrast: the detector takes them for droplets. They are found by what only such graphics
+have: thin strokes at exactly the picture's brightest value that form a line of glyphs (three or
+more of one height on one baseline) or a bar (a thin filled rectangle), with the strokes around
+them, in a compact group. Saturated droplets, beads, highlights and foam films are neither.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["annotation_mask"]
+
+_STROKE_PX = 6.0  # half-width of the widest stroke: a 12 px scale bar is still a stroke
+_GROUP_PX = 25  # strokes this close belong to one annotation
+_MAX_GROUP_SHARE = 0.05  # an annotation covers at most this share of the picture
+
+
+def _text_lines(ids: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Of the strokes ``ids``, those in a line of text: at least three glyphs of about one height
+    (within 30 %) side by side on one baseline, at most a glyph's height apart."""
+    if ids.size < 3:
+        return np.zeros(0, dtype=ids.dtype)
+    x, y, w, h = (stats[ids, i].astype(np.float64) for i in range(4))
+    bottom = y + h
+    out: set[int] = set()
+    for i in range(ids.size):
+        same = (np.abs(h - h[i]) <= 0.3 * h[i]) & (np.abs(bottom - bottom[i]) <= 0.25 * h[i])
+        row = np.flatnonzero(same)
+        row = row[np.argsort(x[row])]
+        # Runs of neighbours at most a glyph height apart.
+        gaps = x[row][1:] - (x[row] + w[row])[:-1]
+        run = [row[0]]
+        for j, gap in enumerate(gaps):
+            if gap <= h[i]:
+                run.append(row[j + 1])
+                continue
+            if len(run) >= 3:
+                out.update(int(ids[k]) for k in run)
+            run = [row[j + 1]]
+        if len(run) >= 3:
+            out.update(int(ids[k]) for k in run)
+    return np.array(sorted(out), dtype=ids.dtype)
+
+
+def annotation_mask(gray: np.ndarray) -> np.ndarray | None:
+    """Pixels of burnt-in text and scale bars (the strokes and their outline), or None if none:
+    white annotations, and black ones (dark text on a light info bar).
+
+    Args:
+        gray: HxW intensities as read (the extremes must be the file's own values).
+    """
+    white, black = _strokes_at_max(gray), _strokes_at_max(-gray)
+    if white is None or black is None:
+        return white if black is None else black
+    return white | black
+
+
+def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
+    """:func:`annotation_mask` for annotations drawn in the picture's brightest value."""
+    hi = float(gray.max())
+    if hi <= float(gray.min()):
+        return None
+    strokes = (gray == hi).astype(np.uint8)
+    if not strokes.any():
+        return None
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
+    ids = np.arange(1, n)
+    if ids.size == 0:
+        return None
+    width = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    on = np.flatnonzero(strokes.ravel())  # the strokes only: usually a tiny part of the picture
+    widest = np.zeros(n)
+    np.maximum.at(widest, labels.ravel()[on], width.ravel()[on])
+    thin = ids[(widest[ids] <= _STROKE_PX) & (stats[ids, 4] >= 4)]
+    # What only annotations hold: a line of glyphs, or a bar (a thin filled rectangle).
+    w, h, area = stats[thin, 2], stats[thin, 3], stats[thin, 4]
+    bars = thin[(area >= 0.85 * w * h) & (np.maximum(w, h) >= 4 * np.minimum(w, h)) & (np.maximum(w, h) >= 20)]
+    # Glyphs are legible: at least 7 px tall and 15 px of ink (saturated speckle is smaller).
+    glyphs = thin[(stats[thin, 3] >= 7) & (stats[thin, 4] >= 15)]
+    seeds = np.union1d(_text_lines(glyphs, stats), bars)
+    if seeds.size == 0:
+        return None
+    # The strokes of one annotation lie together: group them around the seeds, keep compact groups.
+    near = cv2.dilate(np.isin(labels, thin).astype(np.uint8), np.ones((_GROUP_PX, _GROUP_PX), np.uint8))
+    _, groups, gstats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
+    seeded = np.unique(groups[np.isin(labels, seeds)])
+    picture = gray.shape[0] * gray.shape[1]
+    good = [g for g in seeded if g > 0 and gstats[g, 2] * gstats[g, 3] <= _MAX_GROUP_SHARE * picture]
+    if not good:
+        return None
+    # Every thin stroke within a group is the annotation's: the colons and points of a timestamp
+    # are too small to stand in the line of glyphs by themselves.
+    mask = (np.isin(labels, thin) & np.isin(groups, good)).astype(np.uint8)
+    # The black outline belongs to the annotation too.
+    return cv2.dilate(mask, np.ones((7, 7), np.uint8)) > 0
