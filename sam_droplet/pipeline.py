@@ -556,11 +556,8 @@ class Engine:
         whole = [i for i in detection.instances if i.x0 > 0 and i.y0 > 0 and i.x1 < w and i.y1 < h]
         diameters = np.array([2 * math.sqrt(i.area / math.pi) for i in whole])
         estimate = float(np.median(diameters)) if diameters.size else None
-        # Robust spread: interquartile range over the median (0.1 for a CV of about 7 %).
-        q1, q3 = np.percentile(diameters, [25, 75]) if diameters.size >= 4 else (0.0, 0.0)
-        robust_cv = float((q3 - q1) / 1.349 / estimate) if estimate and diameters.size >= 4 else None
         area_fraction = float(sum(i.area for i in detection.instances)) / gray.size
-        preset, _ = choose_preset(detection.appearance, diameters, area_fraction)  # what "auto" does
+        preset, why = choose_preset(detection.appearance, diameters, area_fraction)  # what "auto" does
         suggested: dict[str, Any] = dict(PRESETS[preset].filters)
         if estimate and preset == "packed_monolayer":
             # A size window only around a uniform population: a median made mostly of debris or
@@ -580,7 +577,7 @@ class Engine:
             "appearance": detection.appearance,
             "estimated_droplets": len(detection.instances),
             "estimated_diameter_px": round(estimate, 2) if estimate else None,
-            "diameter_robust_cv": round(robust_cv, 4) if robust_cv is not None else None,
+            "diameter_robust_cv": why["diameter_robust_cv"],
             "area_fraction": round(area_fraction, 4),
             "suggested_preset": preset,
             "suggested_filters": suggested,

@@ -130,28 +130,28 @@ def test_nginx_in_front_of_gunicorn(server_env, small_png, tmp_path):
         assert r.status_code == 200 and r.headers.get("Cache-Control") == "no-cache" and r.headers.get("Last-Modified")
         assert r.content == (ROOT / "sam_droplet" / "web" / "static" / "js" / "app.js").read_bytes()
 
+        def declared(path: str, megabytes: int) -> tuple[http.client.HTTPResponse, bytes]:
+            """nginx's answer to a POST that only declares its size (no body is sent)."""
+            context = ssl.create_default_context(cafile=cert)
+            conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=context)
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+            conn.putheader("Content-Length", str(megabytes * 2**20))
+            conn.endheaders()
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            return resp, body
+
         # Larger than client_max_body_size: 413 JSON from nginx, from the header alone.
-        conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=ssl.create_default_context(cafile=cert))
-        conn.putrequest("POST", "/segment_file")
-        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
-        conn.putheader("Content-Length", str(60 * 2**20))
-        conn.endheaders()
-        resp = conn.getresponse()
-        body = resp.read()
+        resp, body = declared("/segment_file", 60)
         assert resp.status == 413 and b'"too_large"' in body and resp.getheader("Content-Type") == "application/json"
-        conn.close()
         # Jobs take larger uploads (JOB_MAX_UPLOAD_MB): 60 MB passes nginx to the app, which reads
         # it and refuses the junk for what it is (400); 600 MB stops at nginx.
         r = s.post(base + "/jobs", files={"file": ("big.avi", b"\0" * (60 * 2**20))}, timeout=120, verify=cert)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text[:300]
-        conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=ssl.create_default_context(cafile=cert))
-        conn.putrequest("POST", "/jobs")
-        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
-        conn.putheader("Content-Length", str(600 * 2**20))
-        conn.endheaders()
-        resp = conn.getresponse()
-        assert resp.status == 413 and b"500 MB for a job" in resp.read()
-        conn.close()
+        resp, body = declared("/jobs", 600)
+        assert resp.status == 413 and b"500 MB for a job" in body
 
         app.stop()
         # With the app down, nginx answers a JSON 503, not an HTML error page.

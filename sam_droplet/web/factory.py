@@ -158,7 +158,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         if (request.content_length or 0) <= limit:
             # Within the size limit: Werkzeug refused the form for its number of fields.
             return error_response(413, "too_large", f"the form has too many fields (at most {request.max_form_parts})")
-        if limit == server.job_max_upload_bytes and request.path.startswith("/jobs"):
+        if request.path.startswith("/jobs"):
             return error_response(
                 413, "too_large", f"the upload is larger than {server.job_max_upload_mb:g} MB (JOB_MAX_UPLOAD_MB)"
             )

@@ -399,4 +399,4 @@ def fit_boundaries(
 def clear_edge(noise: Any) -> Any:
     """Edge strength a ray needs to support an outline: clearly above the pixel noise (a number,
     or an array of them)."""
-    return np.maximum(1.75 * np.asarray(noise, dtype=np.float64), 0.02) if np.ndim(noise) else max(1.75 * noise, 0.02)
+    return np.maximum(1.75 * np.asarray(noise, dtype=np.float64), 0.02)

@@ -36,7 +36,7 @@ def outline_quality(
         the radii beyond half a pixel, over their mean).
     """
     rays = radii.shape[1]
-    floor = clear_edge(noise) if np.ndim(noise) == 0 else clear_edge(np.asarray(noise))[:, None]
+    floor = np.reshape(clear_edge(noise), (-1, 1))  # one noise, or one per outline
     typical = np.median(strength, axis=1, keepdims=True)
     valid = (strength >= floor) & (strength >= 0.25 * typical)
     support = valid.mean(axis=1)
