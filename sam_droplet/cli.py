@@ -1,4 +1,4 @@
-"""Command line: ``sam-droplet serve | segment | weights | config``.
+"""Command line: ``sam-droplet serve | segment | track | worker | train | weights | config``.
 
 ``segment`` runs the same pipeline as the server on files or folders, without a server, and writes
 one output per image plus ``summary.csv`` for the batch.
@@ -20,7 +20,7 @@ from .errors import ConfigError, DropletError, StartupError
 from .io.read import IMAGE_SUFFIXES
 from .io.write import FORMATS
 from .sam.model import MODEL_TYPES
-from .settings import SEGMENTERS
+from .settings import DETECTORS, SEGMENTERS
 
 __all__ = ["main"]
 
@@ -44,6 +44,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .web.config import Config
 
     overrides = {}
+    if args.droplet_model:
+        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
+    if args.detector:
+        overrides["DETECTOR"] = args.detector
     if args.host:
         overrides["FLASK_HOST"] = args.host
     if args.port:
@@ -109,7 +113,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     options.validate()
     channels = _channels(args.channels)
     # The model is loaded only when the chosen segmenter needs it.
-    engine = Engine.start(EngineSettings.from_env({"SEGMENTER": args.segmenter} if args.segmenter else {}))
+    overrides = {"SEGMENTER": args.segmenter} if args.segmenter else {}
+    if args.detector:
+        overrides["DETECTOR"] = args.detector
+    if args.droplet_model:
+        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
+    engine = Engine.start(EngineSettings.from_env(overrides))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -255,6 +264,40 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    if args.patch % 16 or args.patch < 32:
+        raise SystemExit("sam-droplet train: --patch must be a multiple of 16, at least 32")
+    for name in ("epochs", "steps", "batch"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"sam-droplet train: --{name} must be at least 1")
+    if not 0 <= args.val_fraction < 1:
+        raise SystemExit("sam-droplet train: --val-fraction must be from 0 to under 1")
+    config = TrainConfig(
+        data=list(args.data),
+        out=args.out,
+        init=args.init,
+        generated=args.generated,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch=args.batch,
+        patch=args.patch,
+        lr=args.lr,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        threads=args.threads,
+    )
+    try:
+        done = train(config, progress=not args.quiet)
+    except ValueError as exc:
+        raise SystemExit(f"sam-droplet train: {exc}") from None
+    best = done["history"][done["best_epoch"] - 1]
+    shown = f", validation F1 {best['val_f1']:.3f}" if "val_f1" in best else ""
+    print(f"wrote {done['out']} (epoch {done['best_epoch']}{shown})")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from .web.config import Config
 
@@ -276,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="waitress",
         help="waitress (default, production-grade) or Flask's development server",
     )
+    serve.add_argument("--detector", choices=DETECTORS, help="what finds the droplets (DETECTOR; default auto)")
+    serve.add_argument(
+        "--droplet-model", metavar="FILE", help="droplet model weights (DROPLET_MODEL_PATH; default: shipped)"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     seg = sub.add_parser("segment", help="segment images or folders without a server")
@@ -287,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--preset", help="filter preset (see GET /defaults; default auto: chosen from each image)")
     seg.add_argument("--filters", help="filters as JSON, e.g. '{\"diameter_min\": 10}'")
     seg.add_argument("--appearance", choices=APPEARANCES)
+    seg.add_argument("--detector", choices=DETECTORS, help="what finds the droplets (DETECTOR; default auto)")
+    seg.add_argument(
+        "--droplet-model", metavar="FILE", help="droplet model weights (DROPLET_MODEL_PATH; default: shipped)"
+    )
     seg.add_argument(
         "--fluorescence",
         metavar="PATH",
@@ -338,6 +389,33 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--sha256", help="expected SHA-256 when the mirror serves another file")
     weights.add_argument("--quiet", action="store_true")
     weights.set_defaults(func=_cmd_weights)
+
+    tr = sub.add_parser(
+        "train",
+        help="train or fine-tune the droplet model on labelled images",
+        description="Train or fine-tune the droplet model. Labelled folders hold <stem>.<ext> with "
+        "<stem>_labels.png (0 = background, 1..N droplets), <stem>_rois.zip / <stem>_RoiSet.zip (ImageJ ROI "
+        "Manager), or a COCO JSON file. Serve the result with DROPLET_MODEL_PATH or serve --droplet-model.",
+    )
+    tr.add_argument("data", nargs="*", type=Path, metavar="DATA_DIR", help="labelled folders")
+    tr.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the weights")
+    tr.add_argument(
+        "--from",
+        dest="init",
+        metavar="FILE",
+        help="start from these weights ('shipped' for the package's): a fine-tune; default: random weights",
+    )
+    tr.add_argument("--generated", type=int, default=0, metavar="N", help="mix in N generated pictures (default 0)")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--steps", type=int, default=200, help="optimiser steps per epoch (default 200)")
+    tr.add_argument("--batch", type=int, default=12, help="patches per step (default 12)")
+    tr.add_argument("--patch", type=int, default=128, help="patch side in pixels, a multiple of 16 (default 128)")
+    tr.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    tr.add_argument("--seed", type=int, default=0, help="same seed, data and threads: same weights")
+    tr.add_argument("--val-fraction", type=float, default=0.2, help="labelled pictures held back (default 0.2)")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
 
     config = sub.add_parser("config", help="print the effective configuration")
     config.set_defaults(func=_cmd_config)

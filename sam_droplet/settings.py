@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .sam.model import MODEL_TYPES
 
 __all__ = [
+    "DETECTORS",
     "SEGMENTERS",
     "EngineSettings",
     "env_int",
@@ -35,6 +36,11 @@ __all__ = [
 # What finds the droplets: auto (sam when the model is loaded, else classical), SAM prompted by the
 # classical detector, the classical detector alone, or SAM's automatic mask generator.
 SEGMENTERS = ("auto", "sam", "classical", "grid")
+
+# What proposes the droplets SAM refines (or that the classical segmenter reports): auto (the default,
+# see sam_droplet.pipeline.AUTO_DETECTOR), the classical detector, the learned droplet model, or both
+# pooled.
+DETECTORS = ("auto", "classical", "net", "combined")
 
 Parser = Callable[[str, str], Any]
 
@@ -113,6 +119,10 @@ def _path(name: str, raw: str) -> Path:
     return Path(parse_text(name, raw)).expanduser()
 
 
+def _optional_path(name: str, raw: str) -> Path | None:
+    return Path(raw.strip()).expanduser() if raw.strip() else None
+
+
 def _device(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
@@ -156,6 +166,10 @@ class EngineSettings:
             detector threads (TORCH_THREADS). Set it per worker when several share a machine.
         grid_points_per_side: point grid of the grid segmenter (GRID_POINTS_PER_SIDE).
         grid_crop_n_layers: crop layers of the grid segmenter (GRID_CROP_N_LAYERS).
+        detector: what finds the droplets: auto, classical, net (the learned droplet model) or
+            combined (both, pooled) (DETECTOR).
+        droplet_model_path: the droplet model's weights; empty for the ones shipped in the package
+            (DROPLET_MODEL_PATH; ``sam-droplet train`` writes them).
     """
 
     model_path: Path = Path("model/mobile_sam.pt")
@@ -166,6 +180,8 @@ class EngineSettings:
     torch_threads: int = 0
     grid_points_per_side: int = 32
     grid_crop_n_layers: int = 1
+    detector: str = "auto"
+    droplet_model_path: Path | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> EngineSettings:
@@ -183,7 +199,10 @@ class EngineSettings:
 
     def describe(self) -> dict[str, str]:
         """The settings as environment variables and values (for logs and ``sam-droplet config``)."""
-        return {ENGINE_VARIABLES[f.name][0]: str(getattr(self, f.name)) for f in fields(self)}
+        return {
+            ENGINE_VARIABLES[f.name][0]: "" if getattr(self, f.name) is None else str(getattr(self, f.name))
+            for f in fields(self)
+        }
 
 
 ENGINE_VARIABLES: dict[str, tuple[str, Parser]] = {
@@ -195,4 +214,6 @@ ENGINE_VARIABLES: dict[str, tuple[str, Parser]] = {
     "torch_threads": ("TORCH_THREADS", parse_int(0, 1024)),
     "grid_points_per_side": ("GRID_POINTS_PER_SIDE", parse_int(1, 128)),
     "grid_crop_n_layers": ("GRID_CROP_N_LAYERS", parse_int(0, 4)),
+    "detector": ("DETECTOR", parse_choice(DETECTORS)),
+    "droplet_model_path": ("DROPLET_MODEL_PATH", _optional_path),
 }

@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..io.read import IMAGE_SUFFIXES
 from ..pipeline import Engine, segment
-from ..settings import SEGMENTERS, EngineSettings
+from ..settings import DETECTORS, SEGMENTERS, EngineSettings
 
 __all__ = [
     "ImageScore",
@@ -190,7 +190,9 @@ def pairs_in(folder: Path) -> list[tuple[Path, Path]]:
     for suffix in TRUTH_SUFFIXES:
         for truth in sorted(folder.glob(f"*{suffix}")):
             stem = truth.name[: -len(suffix)]
-            image = next((folder / f"{stem}{ext}" for ext in IMAGE_SUFFIXES if (folder / f"{stem}{ext}").is_file()), None)
+            image = next(
+                (folder / f"{stem}{ext}" for ext in IMAGE_SUFFIXES if (folder / f"{stem}{ext}").is_file()), None
+            )
             if image is not None and stem not in seen:
                 seen.add(stem)
                 out.append((image, truth))
@@ -261,17 +263,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "folders", nargs="+", type=Path, help="folders with <stem>.<ext> and <stem>_labels.png or <stem>_rois.zip"
     )
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="classical", help="sam and grid load SAM_MODEL_PATH")
     parser.add_argument(
-        "--segmenter", choices=SEGMENTERS, default="classical", help="sam and grid load SAM_MODEL_PATH"
+        "--detector", choices=DETECTORS, default=None, help="what finds the droplets (default: DETECTOR, auto)"
     )
-    parser.add_argument("--preset", default=None, help="filter preset (default: default)")
+    parser.add_argument(
+        "--droplet-model", type=Path, help="droplet model weights (default: DROPLET_MODEL_PATH or shipped)"
+    )
+    parser.add_argument("--preset", default=None, help="filter preset (default: auto)")
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
     args = parser.parse_args(argv)
 
-    engine = Engine.start(EngineSettings.from_env({"SEGMENTER": args.segmenter}))
+    overrides = {"SEGMENTER": args.segmenter}
+    if args.detector:
+        overrides["DETECTOR"] = args.detector
+    if args.droplet_model:
+        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
+    engine = Engine.start(EngineSettings.from_env(overrides))
     options = {"segmenter": args.segmenter, "preset": args.preset}
-    report: dict[str, Any] = {"segmenter": args.segmenter, "preset": args.preset or "default", "folders": {}}
+    report: dict[str, Any] = {
+        "segmenter": args.segmenter,
+        "detector": engine.resolve_detector(None),
+        "droplet_model": engine.describe()["droplet_model"],
+        "preset": args.preset or "auto",
+        "folders": {},
+    }
     everything: list[ImageScore] = []
     header = (
         f"{'image':32s} {'truth':>5s} {'pred':>5s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} {'dErr':>7s} {'s':>6s}"
@@ -279,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         scores = evaluate_folder(folder, engine, **options)
         if not scores:
-            print(f"{folder}: no ground truth (<stem>_labels.png or <stem>_rois.zip) with an image beside it", file=sys.stderr)
+            print(
+                f"{folder}: no ground truth (<stem>_labels.png or <stem>_rois.zip) with an image beside it",
+                file=sys.stderr,
+            )
             continue
         everything.extend(scores)
         total = summarize_scores(scores)

@@ -28,6 +28,7 @@ __all__ = [
     "FluorescencePair",
     "SyntheticImage",
     "boiling_bubbles",
+    "bright_bubbles",
     "condensation",
     "dense_small",
     "droplets_with_beads",
@@ -515,6 +516,36 @@ def boiling_bubbles(
     return _relabel(image, labels, centers, radii, "boiling_bubbles")
 
 
+def bright_bubbles(
+    shape: tuple[int, int] = (460, 1200),
+    n: int = 260,
+    r_range: tuple[float, float] = (3.0, 30.0),
+    noise: float = 0.02,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A background-subtracted high-speed frame of gas bubbles: bright rims (and a faint interior)
+    on black, many of them deformed into ellipses and slugs, overlapping little."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, *r_range, 2.0, rng)
+    canvas = np.zeros(shape, np.float32)
+    labels = np.zeros(shape, dtype=np.uint16)
+    for i, ((cx, cy), r) in enumerate(zip(centers, radii, strict=True)):
+        stretch = float(np.exp(rng.normal(0.0, 0.25)))  # deformed bubbles: ellipses of either axis
+        axes = (max(1, round(r * stretch)), max(1, round(r / stretch)))
+        angle = float(rng.uniform(0, 180))
+        centre = (round(cx), round(cy))
+        cv2.ellipse(labels, centre, axes, angle, 0, 360, i + 1, -1)
+        cv2.ellipse(canvas, centre, axes, angle, 0, 360, float(rng.uniform(0.03, 0.15)), -1)
+        rim = float(rng.uniform(0.35, 1.0))
+        cv2.ellipse(canvas, centre, axes, angle, 0, 360, rim, max(1, round(rng.uniform(1, 2.5))), cv2.LINE_AA)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.7)
+    canvas += rng.normal(0.0, noise, shape).astype(np.float32) + 0.02
+    image = np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+    return _relabel(image, labels, centers, radii, "bright_bubbles")
+
+
 def condensation(
     shape: tuple[int, int] = (900, 1200),
     r_range: tuple[float, float] = (5.0, 17.5),
@@ -715,6 +746,7 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "high_magnification": high_magnification,
     "touching_pair": touching_pair,
     "boiling_bubbles": boiling_bubbles,
+    "bright_bubbles": bright_bubbles,
     "condensation": condensation,
     "stretched_emulsion": stretched_emulsion,
 }

@@ -34,6 +34,7 @@ from ..io.read import ImageData, decode_channel, decode_image, probe_image
 from ..io.write import BATCH_COLUMNS, CALIBRATED_COLUMNS, DROPLET_COLUMNS, FORMATS, png_bytes, render
 from ..pipeline import ImageContext, SegmentOptions, segment
 from ..result import Result
+from ..settings import DETECTORS
 from . import metrics
 from .errors import NotCached
 from .security import request_tenant
@@ -48,6 +49,7 @@ OPTION_FIELDS = (
     "filters",
     "preset",
     "segmenter",
+    "detector",
     "um_per_px",
     "format",
     "appearance",
@@ -139,6 +141,7 @@ def parse_options(raw: dict[str, Any]) -> tuple[SegmentOptions, str]:
         threshold_method=_as_text("threshold_method", raw.get("threshold_method")) or "otsu",
         spot_diameter_px=_as_float("spot_diameter_px", raw.get("spot_diameter_px")) or 5.0,
         contents=_as_bool("contents", raw.get("contents")),
+        detector=_as_text("detector", raw.get("detector")),
     )
     options.validate()
     return options, fmt
@@ -342,6 +345,8 @@ def index() -> str:
         version=__version__,
         segmenters=svc.engine.available_segmenters,
         default_segmenter=svc.engine.default_segmenter,
+        detectors=DETECTORS,
+        default_detector=svc.engine.resolve_detector(None),
         presets=PRESETS,
         threshold_methods=THRESHOLD_METHODS,
         max_upload_mb=svc.config.server.max_upload_mb,
@@ -397,6 +402,8 @@ def defaults() -> Response:
             "presets": {name: asdict(p) for name, p in PRESETS.items()},
             "segmenters": svc.engine.available_segmenters,
             "default_segmenter": svc.engine.default_segmenter,
+            "detectors": list(DETECTORS),
+            "default_detector": svc.engine.resolve_detector(None),
             "appearances": list(APPEARANCES),
             "threshold_methods": list(THRESHOLD_METHODS),
             "formats": list(FORMATS),

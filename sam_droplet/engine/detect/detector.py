@@ -10,7 +10,7 @@ from ..instances import Instance, ResolveReport, resolve_overlaps
 from .boundary import clear_edge
 from .normalize import background_noise, noise_sigma, normalize_intensity, pyramid
 from .outlines import fit_outlines, rasterize
-from .overlays import annotation_mask
+from .overlays import off_annotations
 from .params import APPEARANCES, Check, DetectionParams
 from .proposals import Proposals, merge_proposals, propose_all
 
@@ -128,11 +128,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, che
         inst.radius = float(outlines.r[i])
         instances.append(inst)
     # Burnt-in timestamps and scale bars: their round glyphs are not droplets.
-    overlay = annotation_mask(gray)
-    on_overlay = 0
-    if overlay is not None:
-        kept = [i for i in instances if np.count_nonzero(overlay[i.y0 : i.y1, i.x0 : i.x1][i.mask]) < 0.5 * i.area]
-        on_overlay, instances = len(instances) - len(kept), kept
+    instances, on_overlay = off_annotations(instances, gray)
     if check:
         check("overlap resolution")
     instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets, check=check)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["annotation_mask"]
+__all__ = ["annotation_mask", "off_annotations"]
 
 _STROKE_PX = 6.0  # half-width of the widest stroke: a 12 px scale bar is still a stroke
 _GROUP_PX = 25  # strokes this close belong to one annotation
@@ -98,3 +98,13 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     mask = (np.isin(labels, thin) & np.isin(groups, good)).astype(np.uint8)
     # The black outline belongs to the annotation too.
     return cv2.dilate(mask, np.ones((7, 7), np.uint8)) > 0
+
+
+def off_annotations(instances: list, gray: np.ndarray) -> tuple[list, int]:
+    """The instances not lying mostly (half their area or more) on a burnt-in annotation of
+    ``gray``, and how many were left out."""
+    overlay = annotation_mask(gray)
+    if overlay is None:
+        return instances, 0
+    kept = [i for i in instances if np.count_nonzero(overlay[i.y0 : i.y1, i.x0 : i.x1][i.mask]) < 0.5 * i.area]
+    return kept, len(instances) - len(kept)

@@ -38,7 +38,8 @@ async function connect() {
     return;
   }
   const h = health.body;
-  $("server-state").textContent = `${h.model_loaded ? `SAM ${h.model_type} on ${h.device}` : "classical detector (no SAM model)"} · v${h.version}`;
+  const detector = h.droplet_model ? `${h.detector} detector, droplet model ${h.droplet_model.version}` : `${h.detector} detector`;
+  $("server-state").textContent = `${h.model_loaded ? `SAM ${h.model_type} on ${h.device}` : "no SAM model"} · ${detector} · v${h.version}`;
   $("server-state").classList.toggle("warn", h.status !== "ok");
   if (h.auth_required) {
     $("key-button").hidden = false;

@@ -40,6 +40,7 @@ function fieldsFor(job) {
   const form = new FormData();
   form.append("file", job.file, job.name);
   form.append("segmenter", $("segmenter").value);
+  form.append("detector", $("detector").value);
   form.append("preset", $("preset").value);
   if (umPerPx()) form.append("um_per_px", String(umPerPx()));
   if (!autoFilters()) form.append("filters", JSON.stringify(filtersForServer()));

@@ -11,6 +11,7 @@ export function renderStats(job) {
   const unit = lengthUnit();
   const rows = [
     ["Segmenter", job.result.segmenter],
+    ["Detector", detectorName(job.result.summary && job.result.summary.detector)],
     [`Mean diameter (${unit})`, fmt(d.mean)],
     [`Median diameter (${unit})`, fmt(d.median)],
     [`SD (${unit})`, fmt(d.std)],
@@ -30,6 +31,12 @@ export function renderStats(job) {
   const ms = Object.values(job.result.timing_ms).reduce((a, b) => a + b, 0);
   rows.push(["Server time", `${(ms / 1000).toFixed(2)} s`]);
   $("stats").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+// The detector that found the droplets, and the droplet model's version when it ran.
+export function detectorName(detector) {
+  if (!detector || !detector.name) return "–";
+  return detector.model ? `${detector.name} (droplet model ${detector.model.version})` : detector.name;
 }
 
 // A cleared canvas sized for the screen's pixel ratio, with the page's colours and plot font set.

@@ -111,6 +111,7 @@ function segment(job) {
     form.append("file", job.file, job.name);
     if (job.flFile) form.append("fluorescence", job.flFile, job.flFile.name);
     form.append("segmenter", $("segmenter").value);
+    form.append("detector", $("detector").value);
     form.append("preset", $("preset").value);
     job.hints = detectionHints($("preset").value);
     if (!autoFilters()) form.append("filters", JSON.stringify(filtersForServer())); // auto: the server chooses

@@ -1,0 +1,187 @@
+"""Droplets from the learned droplet model (:mod:`sam_droplet.modeling.droplet_net`).
+
+The network answers, per pixel, "inside a droplet?" and "how central?" for droplets about 5 to 90
+px across. Any other size is brought into that range by running it on an image pyramid (full,
+half, quarter... size), as Cellpose rescales to its canonical cell size; each level keeps the
+droplets of the sizes it sees best, and overlap resolution keeps one outline per droplet.
+
+Instances are decoded from the two maps without a watershed: the cores (centerness above one half,
+inside the foreground) are one connected piece per droplet, since two touching droplets meet where
+centerness is low; every foreground pixel then joins its nearest core if it lies within reach of
+it (one and a half times the core's own inscribed radius; a disk's core has half its radius).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..instances import Instance
+
+__all__ = ["detect_with_net", "fill_gaps", "net_maps", "normalize_for_net"]
+
+Check = Callable[[str], None]
+
+_KEEP = (24.0, 64.0)  # diameters (level pixels) a level keeps, except the finest (all below) and coarsest (all above)
+_TILE = 2048  # level pixels per tile side: bounds the network's memory on large images
+_MARGIN = 48  # context around each tile, cut off after the network ran
+_MIN_LEVEL_SIDE = 48
+# Confidence floor (mean foreground probability times the core's peak centerness over 0.9). Chosen on
+# generated pictures (seeds 1-2 of every look): it keeps 99.2 % of the true droplets and drops 77 %
+# of the false ones, mostly specks of pixel noise and slivers at the border.
+_MIN_SCORE = 0.6
+
+
+def normalize_for_net(gray: np.ndarray) -> np.ndarray:
+    """float32 picture centred on its median and scaled by its 1-99 percentile spread."""
+    img = np.asarray(gray, dtype=np.float32)
+    sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
+    lo, mid, hi = np.percentile(sample, (1, 50, 99))
+    return ((img - float(mid)) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+def net_maps(loaded, image: np.ndarray, check: Check | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability and centerness (both float32 HxW in [0, 1]) of a normalised picture.
+
+    ``loaded`` is a :class:`sam_droplet.modeling.LoadedDropletNet`. Large pictures run in tiles of
+    ``_TILE`` pixels with ``_MARGIN`` pixels of context each side.
+    """
+    import torch
+
+    h, w = image.shape
+    fg = np.zeros((h, w), np.float32)
+    cen = np.zeros((h, w), np.float32)
+    step = _TILE
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            if check:
+                check("droplet model")
+            y0, x0 = max(0, y - _MARGIN), max(0, x - _MARGIN)
+            y1, x1 = min(h, y + step + _MARGIN), min(w, x + step + _MARGIN)
+            tile = image[y0:y1, x0:x1]
+            th, tw = tile.shape
+            ph, pw = (-th) % 16, (-tw) % 16
+            if ph or pw:
+                tile = np.pad(tile, ((0, ph), (0, pw)), mode="reflect" if min(th, tw) > max(ph, pw) else "edge")
+            tensor = torch.from_numpy(np.ascontiguousarray(tile))[None, None].to(loaded.device)
+            if loaded.device.type == "cpu":
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                if loaded.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        out = loaded.net(tensor)
+                else:
+                    out = loaded.net(tensor)
+                out = torch.sigmoid(out.float())[0, :, :th, :tw].cpu().numpy()
+            yy, xx = slice(y - y0, y - y0 + min(step, h - y)), slice(x - x0, x - x0 + min(step, w - x))
+            fg[y : y + step, x : x + step] = out[0][yy, xx]
+            cen[y : y + step, x : x + step] = out[1][yy, xx]
+    return fg, cen
+
+
+def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[tuple[int, int, np.ndarray, float]]:
+    """Instances (x0, y0, mask crop, score) of one level whose equivalent diameter is within ``keep``."""
+    inside = fg > 0.5
+    cores, n = ndi.label(inside & (cen > 0.5))
+    if n == 0:
+        return []
+    # Inscribed radius of each core, then every foreground pixel to its nearest core within reach
+    # (OpenCV's distance transforms: a tenth of SciPy's exact ones' time, within a few percent).
+    in_core = (cores > 0).astype(np.uint8)
+    core_ids = cores[in_core > 0]  # scan order
+    reach = np.zeros(n + 1, np.float32)
+    np.maximum.at(reach, core_ids, cv2.distanceTransform(in_core, cv2.DIST_L2, 5)[in_core > 0])
+    reach = 1.5 * reach + 1.5
+    peak = np.zeros(n + 1, np.float32)
+    np.maximum.at(peak, core_ids, cen[in_core > 0])
+    dist, nearest = cv2.distanceTransformWithLabels(1 - in_core, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    # ``nearest`` numbers the core pixels (the zeros of the transform's input) in scan order.
+    owner = np.concatenate([[0], core_ids]).astype(np.int32)[nearest]
+    labels = np.where(inside & (dist <= reach[owner]), owner, 0)
+    out = []
+    for idx, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        mask = labels[sl] == idx
+        area = int(mask.sum())
+        diameter = 2.0 * np.sqrt(area / np.pi)
+        if area < 12 or not keep[0] <= diameter < keep[1]:
+            continue
+        prob = float(fg[sl][mask].mean())
+        score = prob * min(1.0, float(peak[idx]) / 0.9)
+        if score < _MIN_SCORE:
+            continue
+        out.append((sl[1].start, sl[0].start, mask, score))
+    return out
+
+
+def detect_with_net(gray: np.ndarray, loaded, check: Check | None = None) -> list[Instance]:
+    """Droplets of any size in ``gray`` (HxW, any dtype) found by the droplet model.
+
+    Returns:
+        Instances (``source='detector'``) with centre, radius and score set; several levels may
+        report the same droplet, so resolve overlaps afterwards
+        (:func:`sam_droplet.engine.instances.resolve_overlaps`).
+    """
+    norm = normalize_for_net(gray)
+    h, w = norm.shape
+    levels = 1
+    while min(h, w) / 2**levels >= _MIN_LEVEL_SIDE and levels < 8:
+        levels += 1
+    # Coarse to fine: a droplet is judged at the level where its size is one the network knows.
+    # Inside a droplet found at a coarser level, a finer level sees only its interior's texture,
+    # magnified: what it finds there (mostly covered by a droplet 2.5 times its size) is dropped.
+    levels_out: list[list[Instance]] = []
+    owner = np.zeros((h, w), np.float32)  # diameter of the coarser droplet covering each pixel
+    scaled = [norm]
+    for k in range(1, levels):
+        scaled.append(
+            cv2.resize(norm, (max(1, round(w / 2**k)), max(1, round(h / 2**k))), interpolation=cv2.INTER_AREA)
+        )
+    for k in reversed(range(levels)):
+        level = scaled[k]
+        fg, cen = net_maps(loaded, level, check)
+        lo = 0.0 if k == 0 else _KEEP[0]
+        hi = np.inf if k == levels - 1 else _KEEP[1]
+        sy, sx = h / level.shape[0], w / level.shape[1]
+        kept: list[Instance] = []
+        for x0, y0, mask, score in _decode(fg, cen, (lo, hi)):
+            if k:
+                mh, mw = mask.shape
+                X0, Y0 = round(x0 * sx), round(y0 * sy)
+                X1, Y1 = min(w, round((x0 + mw) * sx)), min(h, round((y0 + mh) * sy))
+                # Smooth the level's pixel steps away: a blocky outline would fail circularity.
+                soft = cv2.resize(mask.astype(np.float32), (X1 - X0, Y1 - Y0), interpolation=cv2.INTER_LINEAR)
+                mask = cv2.GaussianBlur(soft, (0, 0), 0.5 * sx) > 0.5
+                x0, y0 = X0, Y0
+            area = int(np.count_nonzero(mask))
+            if not area:
+                continue
+            diameter = 2.0 * np.sqrt(area / np.pi)
+            under = owner[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask]
+            if np.count_nonzero(under >= 2.5 * diameter) > 0.5 * area:
+                continue
+            ys, xs = np.nonzero(mask)
+            inst = Instance(x0=int(x0), y0=int(y0), mask=mask, score=score, source="detector")
+            inst.center = (float(xs.mean() + x0), float(ys.mean() + y0))
+            inst.radius = float(np.sqrt(area / np.pi))
+            kept.append(inst)
+        for inst in kept:
+            view = owner[inst.y0 : inst.y1, inst.x0 : inst.x1]
+            view[inst.mask] = np.maximum(view[inst.mask], 2.0 * inst.radius)
+        levels_out.append(kept)
+    return [inst for kept in levels_out for inst in kept]
+
+
+def fill_gaps(
+    classical: list[Instance], found: list[Instance], shape: tuple[int, int], free: float = 0.8
+) -> list[Instance]:
+    """The droplets of ``found`` lying (at least ``free`` of their area) where no droplet of
+    ``classical`` is."""
+    taken = np.zeros(shape, bool)
+    for inst in classical:
+        taken[inst.y0 : inst.y1, inst.x0 : inst.x1] |= inst.mask
+    return [i for i in found if np.count_nonzero(taken[i.y0 : i.y1, i.x0 : i.x1][i.mask]) <= (1 - free) * i.area]
