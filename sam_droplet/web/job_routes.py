@@ -33,7 +33,7 @@ __all__ = ["bp"]
 bp = Blueprint("jobs", __name__)
 
 SEGMENT_FIELDS = (
-    "segmenter", "preset", "um_per_px", "appearance", "filters", "contents", "spot_diameter_px",
+    "segmenter", "detector", "preset", "um_per_px", "appearance", "filters", "contents", "spot_diameter_px",
 )  # fmt: skip
 JOB_FIELDS = (*SEGMENT_FIELDS, "fps", "frame_step", "max_frames", "max_distance_px", "max_gap")
 VIDEO_TYPES = ("AVI", "MP4", "MOV", "multi-page TIFF", "ZIP of images")
