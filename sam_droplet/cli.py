@@ -39,15 +39,26 @@ def _image_files(inputs: list[str]) -> list[Path]:
     return out
 
 
+def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detector", choices=DETECTORS, help="what finds the droplets (DETECTOR; default auto)")
+    parser.add_argument(
+        "--droplet-model", metavar="FILE", help="droplet model weights (DROPLET_MODEL_PATH; default: shipped)"
+    )
+
+
+def _detector_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The engine settings ``--detector`` and ``--droplet-model`` override."""
+    overrides = {"DETECTOR": args.detector} if args.detector else {}
+    if args.droplet_model:
+        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
+    return overrides
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .web import create_app
     from .web.config import Config
 
-    overrides = {}
-    if args.droplet_model:
-        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
-    if args.detector:
-        overrides["DETECTOR"] = args.detector
+    overrides = _detector_overrides(args)
     if args.host:
         overrides["FLASK_HOST"] = args.host
     if args.port:
@@ -114,11 +125,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     channels = _channels(args.channels)
     # The model is loaded only when the chosen segmenter needs it.
     overrides = {"SEGMENTER": args.segmenter} if args.segmenter else {}
-    if args.detector:
-        overrides["DETECTOR"] = args.detector
-    if args.droplet_model:
-        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
-    engine = Engine.start(EngineSettings.from_env(overrides))
+    engine = Engine.start(EngineSettings.from_env({**overrides, **_detector_overrides(args)}))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -319,10 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="waitress",
         help="waitress (default, production-grade) or Flask's development server",
     )
-    serve.add_argument("--detector", choices=DETECTORS, help="what finds the droplets (DETECTOR; default auto)")
-    serve.add_argument(
-        "--droplet-model", metavar="FILE", help="droplet model weights (DROPLET_MODEL_PATH; default: shipped)"
-    )
+    _add_detector_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     seg = sub.add_parser("segment", help="segment images or folders without a server")
@@ -334,10 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--preset", help="filter preset (see GET /defaults; default auto: chosen from each image)")
     seg.add_argument("--filters", help="filters as JSON, e.g. '{\"diameter_min\": 10}'")
     seg.add_argument("--appearance", choices=APPEARANCES)
-    seg.add_argument("--detector", choices=DETECTORS, help="what finds the droplets (DETECTOR; default auto)")
-    seg.add_argument(
-        "--droplet-model", metavar="FILE", help="droplet model weights (DROPLET_MODEL_PATH; default: shipped)"
-    )
+    _add_detector_arguments(seg)
     seg.add_argument(
         "--fluorescence",
         metavar="PATH",

@@ -547,11 +547,8 @@ class Engine:
 
             t0 = time.perf_counter()
             loaded = self.droplet_net()
-            found = detect_with_net(image.gray, loaded, check)
-            if detector == "net":  # the classical detector left these out already
-                found, info["on_annotations"] = off_annotations(found, image.gray)
-            else:
-                found, _ = off_annotations(found, image.gray)
+            found, on_annotations = off_annotations(detect_with_net(image.gray, loaded, check), image.gray)
+            info.setdefault("on_annotations", on_annotations)  # combined: the classical count stands
             info["model"] = loaded.describe()
             info["net_droplets"] = len(found)
             if detector == "combined":
