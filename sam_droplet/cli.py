@@ -301,7 +301,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"sam-droplet train: {exc}") from None
     best = done["history"][done["best_epoch"] - 1]
     shown = f", validation F1 {best['val_f1']:.3f}" if "val_f1" in best else ""
-    print(f"wrote {done['out']} (epoch {done['best_epoch']}{shown})")
+    print(f"wrote {done['out']} (epoch {done['best_epoch']}{shown}; weights version {done['version']})")
     return 0
 
 

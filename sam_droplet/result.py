@@ -35,7 +35,7 @@ class Result:
         filters: the filters applied; ``preset`` the preset they came from.
         um_per_px: calibration in micrometres per pixel, or None.
         removed_counts: droplets removed per filter reason.
-        timing_ms: milliseconds per stage.
+        timing_ms: milliseconds per stage (the combined detector runs ``detect`` and ``detect_net`` at once).
         details: per-stage facts (detector cue, SAM prompts and fallbacks, overlap resolution).
         fluorescence_summary: with a fluorescence channel, the population figures (call, ddPCR,
             occupancy); None otherwise.

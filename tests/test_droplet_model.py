@@ -193,11 +193,15 @@ def test_train_command_is_deterministic_and_reports_validation(labelled_folders,
     ]
     folders = [str(labelled_folders[f]) for f in ("png", "coco", "roi")]
     assert cli_main(["train", *folders, "--out", str(tmp_path / "a.pt"), *args]) == 0
-    assert "validation F1" in capsys.readouterr().out
+    said = capsys.readouterr().out
     assert cli_main(["train", *folders, "--out", str(tmp_path / "b.pt"), *args]) == 0
     a, b = load_droplet_net(tmp_path / "a.pt"), load_droplet_net(tmp_path / "b.pt")
     for (name, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
+    # The same weights have the same version in any file (what a reproduction is checked by), and
+    # the command says it.
+    assert "validation F1" in said and f"weights version {a.version}" in said
+    assert a.version == b.version and (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
     history = a.meta["validation"]["history"]
     assert [row["epoch"] for row in history] == [1, 2] and all("val_f1" in row for row in history)
     # A fine-tune starts from given weights, and the result serves.

@@ -7,6 +7,7 @@ from .droplet_net import (
     load_droplet_net,
     save_droplet_net,
     shipped_path,
+    weights_version,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "load_droplet_net",
     "save_droplet_net",
     "shipped_path",
+    "weights_version",
 ]

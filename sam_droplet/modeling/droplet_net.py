@@ -37,6 +37,7 @@ __all__ = [
     "load_droplet_net",
     "save_droplet_net",
     "shipped_path",
+    "weights_version",
 ]
 
 CHECKPOINT_FORMAT = "sam-droplet-net"
@@ -102,7 +103,8 @@ class LoadedDropletNet:
         net: the network, ``.eval()``.
         device: where it runs.
         path: the file it came from.
-        version: a short name of the weights: the file's SHA-256 prefix.
+        version: a short name of the weights (:func:`weights_version`): the same weights give the
+            same version whatever file they were saved in.
         meta: what the checkpoint says of its training.
     """
 
@@ -120,6 +122,18 @@ class LoadedDropletNet:
             "device": str(self.device),
             "trained_on": self.meta.get("trained_on"),
         }
+
+
+def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 prefix of the weights themselves (names, shapes, dtypes and values, in name order).
+    A file's own hash would not do: ``torch.save`` names the archive after the file and its
+    metadata holds timings, so the same training writes different bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def shipped_path() -> Path:
@@ -205,5 +219,5 @@ def load_droplet_net(
     net = net.to(dev)
     if dev.type == "cpu" and not for_training:
         net = net.to(memory_format=torch.channels_last)  # about 1.5x faster convolutions on a CPU
-    version = hashlib.sha256(raw).hexdigest()[:12]
+    version = weights_version(payload["state_dict"])
     return LoadedDropletNet(net, dev, path, version, dict(payload.get("meta") or {}))

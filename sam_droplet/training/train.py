@@ -84,7 +84,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train (or fine-tune) and write the best epoch's weights to ``config.out``.
 
     Returns:
-        ``{"out", "history": [{"epoch", "loss", "val_precision", "val_recall", "val_f1", "seconds"}], "best_epoch"}``.
+        ``{"out", "history": [{"epoch", "loss", "val_precision", "val_recall", "val_f1", "seconds"}],
+        "best_epoch", "version"}``; ``version`` is the weights' name the service reports
+        (:func:`~sam_droplet.modeling.weights_version`).
 
     Raises:
         ValueError: no training data, or a folder without labelled pictures.
@@ -93,7 +95,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from ..modeling.droplet_net import DropletNet, LoadedDropletNet, load_droplet_net, save_droplet_net
+    from ..modeling.droplet_net import (
+        DropletNet,
+        LoadedDropletNet,
+        load_droplet_net,
+        save_droplet_net,
+        weights_version,
+    )
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -206,4 +214,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     }
     meta["config"]["data"] = [str(p) for p in config.data]
     save_droplet_net(net.eval(), config.out, meta)
-    return {"out": str(config.out), "history": history, "best_epoch": best[1]}
+    return {
+        "out": str(config.out),
+        "history": history,
+        "best_epoch": best[1],
+        "version": weights_version(net.state_dict()),
+    }

@@ -2,7 +2,8 @@
 
 One module per step: :mod:`.normalize` (the working image), :mod:`.proposals` (step 1, on
 :mod:`.regions`), :mod:`.boundary` and :mod:`.outlines` (step 2), :mod:`.detector` (the three steps,
-:func:`detect_droplets`).
+:func:`detect_droplets`). Beside it, :mod:`.learned` decodes the droplet model's droplets and
+:mod:`.combine` makes one set from both detectors.
 
 Detection runs in three steps.
 

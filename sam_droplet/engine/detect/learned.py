@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 from ..instances import Instance
 
-__all__ = ["detect_with_net", "fill_gaps", "net_maps", "normalize_for_net"]
+__all__ = ["detect_with_net", "foreground_level", "net_maps", "normalize_for_net"]
 
 Check = Callable[[str], None]
 
@@ -118,8 +118,17 @@ def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[
     return out
 
 
-def detect_with_net(gray: np.ndarray, loaded, check: Check | None = None) -> list[Instance]:
+def detect_with_net(
+    gray: np.ndarray, loaded, check: Check | None = None, foreground: list[np.ndarray] | None = None
+) -> list[Instance]:
     """Droplets of any size in ``gray`` (HxW, any dtype) found by the droplet model.
+
+    Args:
+        gray: the picture.
+        loaded: a :class:`sam_droplet.modeling.LoadedDropletNet`.
+        check: called between tiles and levels; whatever it raises stops the detection.
+        foreground: when given, receives each pyramid level's inside-a-droplet probability map,
+            finest (full size) first (see :func:`foreground_level`).
 
     Returns:
         Instances (``source='detector'``) with centre, radius and score set; several levels may
@@ -141,9 +150,11 @@ def detect_with_net(gray: np.ndarray, loaded, check: Check | None = None) -> lis
         scaled.append(
             cv2.resize(norm, (max(1, round(w / 2**k)), max(1, round(h / 2**k))), interpolation=cv2.INTER_AREA)
         )
+    maps: list[np.ndarray] = []
     for k in reversed(range(levels)):
         level = scaled[k]
         fg, cen = net_maps(loaded, level, check)
+        maps.insert(0, fg)
         lo = 0.0 if k == 0 else _KEEP[0]
         hi = np.inf if k == levels - 1 else _KEEP[1]
         sy, sx = h / level.shape[0], w / level.shape[1]
@@ -173,15 +184,14 @@ def detect_with_net(gray: np.ndarray, loaded, check: Check | None = None) -> lis
             view = owner[inst.y0 : inst.y1, inst.x0 : inst.x1]
             view[inst.mask] = np.maximum(view[inst.mask], 2.0 * inst.radius)
         levels_out.append(kept)
+    if foreground is not None:
+        foreground[:] = maps
     return [inst for kept in levels_out for inst in kept]
 
 
-def fill_gaps(
-    classical: list[Instance], found: list[Instance], shape: tuple[int, int], free: float = 0.8
-) -> list[Instance]:
-    """The droplets of ``found`` lying (at least ``free`` of their area) where no droplet of
-    ``classical`` is."""
-    taken = np.zeros(shape, bool)
-    for inst in classical:
-        taken[inst.y0 : inst.y1, inst.x0 : inst.x1] |= inst.mask
-    return [i for i in found if np.count_nonzero(taken[i.y0 : i.y1, i.x0 : i.x1][i.mask]) <= (1 - free) * i.area]
+def foreground_level(diameter: float, levels: int) -> int:
+    """The pyramid level at which the model judges a droplet of ``diameter`` px (the one that
+    keeps its size, see ``_KEEP``)."""
+    if diameter < 2 * _KEEP[0]:
+        return 0
+    return int(min(levels - 1, np.floor(np.log2(diameter / _KEEP[0]))))

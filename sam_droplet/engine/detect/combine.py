@@ -1,0 +1,146 @@
+"""One set of droplets from two detectors: the classical outlines and the droplet model's.
+
+Where the two find the same droplets they may still outline them differently: the classical
+detector fits star-shaped outlines around a centre, so it can cut an elongated droplet in two or
+outline half of it, while the model can merge two droplets or stop short of a faint rim. Neither
+detector's own score says which is right, so the image decides: a true outline runs along an
+intensity edge over its whole length, and a cut through a droplet's interior does not. Each group
+of overlapping droplets keeps the outlines (classical or model) more of whose length lies on an
+edge; on a tie the classical ones stay, since they follow rims to the pixel. A droplet only the
+model found is added where no classical droplet lies. A droplet only the classical detector found
+is dropped where the model, at the scale it judges that size, sees background (under 0.2
+probability of being inside a droplet, on average over it): texture of the background, specks
+between bubbles. On generated pictures (where the truth is known) that rule drops 478 false
+droplets for 1 true one; 0.2 is where more false ones stop falling away.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..instances import Instance
+from .learned import foreground_level
+from .normalize import normalize_intensity
+
+__all__ = ["combine_detections", "edge_support"]
+
+_LINKED = 0.2  # two droplets compete when their overlap is this share of the smaller one
+_MARGIN = 0.1  # the model's outlines replace the classical ones only when clearly better on edges
+_EDGE_SHARE = 0.35  # an outline pixel is on an edge when within this share of the group's strong edges
+_FREE = 0.8  # a droplet only the model found is added when this share of it lies outside classical ones
+_BACKGROUND = 0.2  # a droplet only the classical detector found goes when the model's probability is below this
+
+
+def _edge_strength(gray: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of the normalised picture, each pixel the strongest within 2 px (an
+    outline may sit on either flank of a dark rim, or a pixel off the steepest point)."""
+    norm = cv2.GaussianBlur(normalize_intensity(gray).astype(np.float32), (0, 0), 1.0)
+    gx = cv2.Sobel(norm, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(norm, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.dilate(cv2.magnitude(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+
+
+def _outline_values(inst: Instance, edges: np.ndarray) -> np.ndarray:
+    """Edge strength under the outline (the mask's boundary pixels) of one droplet."""
+    mask = inst.mask.astype(np.uint8)
+    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    inner = cv2.erode(padded, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))[1:-1, 1:-1]
+    ys, xs = np.nonzero(mask & (inner == 0))
+    return edges[ys + inst.y0, xs + inst.x0]
+
+
+def edge_support(outlines: list[np.ndarray], strong: float) -> float:
+    """Share of the outline pixels (all outlines together) with an edge of at least ``strong``."""
+    total = sum(len(v) for v in outlines)
+    return float(sum(np.count_nonzero(v >= strong) for v in outlines) / total) if total else 0.0
+
+
+def _groups(
+    classical: list[Instance], found: list[Instance], shape: tuple[int, int]
+) -> list[tuple[list[int], list[int]]]:
+    """Connected groups of overlapping droplets, as (classical indices, model indices)."""
+    owner = np.zeros(shape, np.int32)  # classical droplets are disjoint after overlap resolution
+    for i, inst in enumerate(classical):
+        view = owner[inst.y0 : inst.y1, inst.x0 : inst.x1]
+        view[inst.mask] = i + 1
+    parent = list(range(len(classical) + len(found)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    linked = np.zeros(len(parent), bool)
+    for j, inst in enumerate(found):
+        under = np.bincount(owner[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask], minlength=len(classical) + 1)
+        for i in np.flatnonzero(under[1:]):
+            if under[i + 1] > _LINKED * min(classical[i].area, inst.area):
+                parent[root(len(classical) + j)] = root(int(i))
+                linked[[i, len(classical) + j]] = True
+    members: dict[int, tuple[list[int], list[int]]] = {}
+    for k in np.flatnonzero(linked):
+        side = members.setdefault(root(int(k)), ([], []))
+        (side[0].append(int(k)) if k < len(classical) else side[1].append(int(k) - len(classical)))
+    return list(members.values())
+
+
+def seen_as_background(inst: Instance, foreground: list[np.ndarray]) -> bool:
+    """Whether the model, at the pyramid level it judges a droplet of this size, gives the droplet's
+    pixels on average under ``_BACKGROUND`` probability of being inside a droplet."""
+    k = foreground_level(2.0 * np.sqrt(inst.area / np.pi), len(foreground))
+    fg = foreground[k]
+    ys, xs = np.nonzero(inst.mask)
+    fy = np.minimum(((ys + inst.y0) >> k), fg.shape[0] - 1)
+    fx = np.minimum(((xs + inst.x0) >> k), fg.shape[1] - 1)
+    return float(fg[fy, fx].mean()) < _BACKGROUND
+
+
+def combine_detections(
+    classical: list[Instance],
+    found: list[Instance],
+    gray: np.ndarray,
+    foreground: list[np.ndarray] | None = None,
+) -> list[Instance]:
+    """The droplets of both detectors, one outline set per droplet (see the module's text).
+
+    Args:
+        classical: the classical detector's droplets, overlaps resolved (disjoint).
+        found: the model's droplets, overlaps resolved (disjoint).
+        gray: the picture they were found in.
+        foreground: the model's inside-a-droplet probability per pyramid level (what
+            :func:`~sam_droplet.engine.detect.learned.detect_with_net` fills in); without it no
+            classical droplet is dropped.
+
+    Returns:
+        The combined droplets; overlaps between the two sets may remain where neither was
+        replaced (resolve them afterwards).
+    """
+    if not classical:
+        return found
+    keep_classical = np.ones(len(classical), bool)
+    keep_found = np.zeros(len(found), bool)
+    groups = _groups(classical, found, gray.shape[:2]) if found else []
+    if foreground:
+        linked = {i for ci, _ in groups for i in ci}
+        for i, inst in enumerate(classical):
+            keep_classical[i] = i in linked or not seen_as_background(inst, foreground)
+    edges = _edge_strength(gray) if groups else None
+    for ci, fj in groups:
+        c_values = [_outline_values(classical[i], edges) for i in ci]
+        f_values = [_outline_values(found[j], edges) for j in fj]
+        every = np.concatenate(c_values + f_values)
+        strong = _EDGE_SHARE * float(np.percentile(every, 90)) if every.size else 0.0
+        if edge_support(f_values, strong) > edge_support(c_values, strong) + _MARGIN:
+            keep_classical[ci] = False
+            keep_found[fj] = True
+    kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
+    taken = np.zeros(gray.shape[:2], bool)
+    for inst in kept:
+        taken[inst.y0 : inst.y1, inst.x0 : inst.x1] |= inst.mask
+    for j, inst in enumerate(found):
+        if not keep_found[j]:
+            covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
+            keep_found[j] = covered <= (1 - _FREE) * inst.area
+    return kept + [f for f, k in zip(found, keep_found, strict=True) if k]
