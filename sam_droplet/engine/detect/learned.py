@@ -118,6 +118,35 @@ def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[
     return out
 
 
+def _full_size(
+    fg: np.ndarray,
+    taken: np.ndarray,
+    idx: int,
+    box: tuple[int, int, tuple[int, int]],
+    scale: tuple[float, float],
+    shape: tuple[int, int],
+) -> tuple[int, int, np.ndarray]:
+    """A coarse level's droplet at full size, as (x0, y0, mask crop).
+
+    Enlarging the level's mask would give an outline of steps a level pixel long (8 or 16 px on a
+    large droplet), which the circularity filter then rejects. Instead the level's probability map
+    is interpolated and cut at one half, a smooth outline between the level's pixels, within the
+    droplet's own level pixels grown by one where no other droplet of the level lies (so touching
+    droplets keep their contact line)."""
+    x0, y0, (mh, mw) = box
+    sx, sy = scale
+    h, w = shape
+    ly0, lx0 = max(0, y0 - 2), max(0, x0 - 2)
+    ly1, lx1 = min(fg.shape[0], y0 + mh + 2), min(fg.shape[1], x0 + mw + 2)
+    own = taken[ly0:ly1, lx0:lx1]
+    grown = cv2.dilate((own == idx).astype(np.uint8), np.ones((3, 3), np.uint8)) & ((own == 0) | (own == idx))
+    X0, Y0 = round(lx0 * sx), round(ly0 * sy)
+    size = (min(w, round(lx1 * sx)) - X0, min(h, round(ly1 * sy)) - Y0)
+    prob = cv2.resize(fg[ly0:ly1, lx0:lx1], size, interpolation=cv2.INTER_LINEAR)
+    region = cv2.resize(grown.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    return X0, Y0, (prob > 0.5) & (cv2.GaussianBlur(region, (0, 0), 0.5 * sx) > 0.5)
+
+
 def detect_with_net(
     gray: np.ndarray, loaded, check: Check | None = None, foreground: list[np.ndarray] | None = None
 ) -> list[Instance]:
@@ -159,15 +188,13 @@ def detect_with_net(
         hi = np.inf if k == levels - 1 else _KEEP[1]
         sy, sx = h / level.shape[0], w / level.shape[1]
         kept: list[Instance] = []
-        for x0, y0, mask, score in _decode(fg, cen, (lo, hi)):
+        decoded = _decode(fg, cen, (lo, hi))
+        taken = np.zeros(fg.shape if k else (0, 0), np.int32)  # which droplet owns each level pixel
+        for idx, (x0, y0, mask, _) in enumerate(decoded if k else [], start=1):
+            taken[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = idx
+        for idx, (x0, y0, mask, score) in enumerate(decoded, start=1):
             if k:
-                mh, mw = mask.shape
-                X0, Y0 = round(x0 * sx), round(y0 * sy)
-                X1, Y1 = min(w, round((x0 + mw) * sx)), min(h, round((y0 + mh) * sy))
-                # Smooth the level's pixel steps away: a blocky outline would fail circularity.
-                soft = cv2.resize(mask.astype(np.float32), (X1 - X0, Y1 - Y0), interpolation=cv2.INTER_LINEAR)
-                mask = cv2.GaussianBlur(soft, (0, 0), 0.5 * sx) > 0.5
-                x0, y0 = X0, Y0
+                x0, y0, mask = _full_size(fg, taken, idx, (x0, y0, mask.shape), (sx, sy), (h, w))
             area = int(np.count_nonzero(mask))
             if not area:
                 continue
