@@ -192,6 +192,7 @@ def test_train_command_is_deterministic_and_reports_validation(labelled_folders,
         "1",
     ]
     folders = [str(labelled_folders[f]) for f in ("png", "coco", "roi")]
+    threads = torch.get_num_threads()
     assert cli_main(["train", *folders, "--out", str(tmp_path / "a.pt"), *args]) == 0
     said = capsys.readouterr().out
     assert cli_main(["train", *folders, "--out", str(tmp_path / "b.pt"), *args]) == 0
@@ -202,6 +203,8 @@ def test_train_command_is_deterministic_and_reports_validation(labelled_folders,
     # the command says it.
     assert "validation F1" in said and f"weights version {a.version}" in said
     assert a.version == b.version and (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    # The caller's torch settings are left as they were.
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
     history = a.meta["validation"]["history"]
     assert [row["epoch"] for row in history] == [1, 2] and all("val_f1" in row for row in history)
     # A fine-tune starts from given weights, and the result serves.

@@ -91,7 +91,22 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     Raises:
         ValueError: no training data, or a folder without labelled pictures.
         DropletModelError: ``config.init`` cannot be loaded.
+
+    Training switches torch to deterministic algorithms (and ``config.threads`` threads) for its
+    own run only: the caller's settings are restored when it ends, however it ends.
     """
+    import torch
+
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    try:
+        torch.use_deterministic_algorithms(True)
+        return _train(config, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, progress: bool) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
@@ -106,7 +121,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(config.seed)
 
     labelled = read_labelled(config.data) if config.data else []
