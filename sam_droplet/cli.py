@@ -20,7 +20,7 @@ from .errors import ConfigError, DropletError, StartupError
 from .io.read import IMAGE_SUFFIXES
 from .io.write import FORMATS
 from .sam.model import MODEL_TYPES
-from .settings import DETECTORS, SEGMENTERS
+from .settings import DETECTORS, SEGMENTERS, detector_overrides
 
 __all__ = ["main"]
 
@@ -48,10 +48,7 @@ def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _detector_overrides(args: argparse.Namespace) -> dict[str, str]:
     """The engine settings ``--detector`` and ``--droplet-model`` override."""
-    overrides = {"DETECTOR": args.detector} if args.detector else {}
-    if args.droplet_model:
-        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
-    return overrides
+    return detector_overrides(args.detector, args.droplet_model)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

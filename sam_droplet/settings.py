@@ -24,6 +24,7 @@ __all__ = [
     "DETECTORS",
     "SEGMENTERS",
     "EngineSettings",
+    "detector_overrides",
     "env_int",
     "load_env",
     "parse_bool",
@@ -217,3 +218,12 @@ ENGINE_VARIABLES: dict[str, tuple[str, Parser]] = {
     "detector": ("DETECTOR", parse_choice(DETECTORS)),
     "droplet_model_path": ("DROPLET_MODEL_PATH", _optional_path),
 }
+
+
+def detector_overrides(detector: str | None, droplet_model: str | Path | None) -> dict[str, str]:
+    """The engine variables a command's ``--detector`` and ``--droplet-model`` override (none when
+    not given)."""
+    overrides = {"DETECTOR": detector} if detector else {}
+    if droplet_model:
+        overrides["DROPLET_MODEL_PATH"] = str(droplet_model)
+    return overrides

@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..io.read import IMAGE_SUFFIXES
 from ..pipeline import Engine, segment
-from ..settings import DETECTORS, SEGMENTERS, EngineSettings
+from ..settings import DETECTORS, SEGMENTERS, EngineSettings, detector_overrides
 
 __all__ = [
     "ImageScore",
@@ -275,11 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
     args = parser.parse_args(argv)
 
-    overrides = {"SEGMENTER": args.segmenter}
-    if args.detector:
-        overrides["DETECTOR"] = args.detector
-    if args.droplet_model:
-        overrides["DROPLET_MODEL_PATH"] = str(args.droplet_model)
+    overrides = {"SEGMENTER": args.segmenter, **detector_overrides(args.detector, args.droplet_model)}
     engine = Engine.start(EngineSettings.from_env(overrides))
     options = {"segmenter": args.segmenter, "preset": args.preset}
     report: dict[str, Any] = {

@@ -19,11 +19,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..instances import Instance
+from ..instances import Instance, paint_labels
 from .learned import foreground_level
 from .normalize import normalize_intensity
 
-__all__ = ["combine_detections", "edge_support"]
+__all__ = ["combine_detections"]
 
 _LINKED = 0.2  # two droplets compete when their overlap is this share of the smaller one
 _MARGIN = 0.1  # the model's outlines replace the classical ones only when clearly better on edges
@@ -50,7 +50,7 @@ def _outline_values(inst: Instance, edges: np.ndarray) -> np.ndarray:
     return edges[ys + inst.y0, xs + inst.x0]
 
 
-def edge_support(outlines: list[np.ndarray], strong: float) -> float:
+def _edge_support(outlines: list[np.ndarray], strong: float) -> float:
     """Share of the outline pixels (all outlines together) with an edge of at least ``strong``."""
     total = sum(len(v) for v in outlines)
     return float(sum(np.count_nonzero(v >= strong) for v in outlines) / total) if total else 0.0
@@ -60,10 +60,7 @@ def _groups(
     classical: list[Instance], found: list[Instance], shape: tuple[int, int]
 ) -> list[tuple[list[int], list[int]]]:
     """Connected groups of overlapping droplets, as (classical indices, model indices)."""
-    owner = np.zeros(shape, np.int32)  # classical droplets are disjoint after overlap resolution
-    for i, inst in enumerate(classical):
-        view = owner[inst.y0 : inst.y1, inst.x0 : inst.x1]
-        view[inst.mask] = i + 1
+    owner = paint_labels(classical, shape)  # classical droplets are disjoint after overlap resolution
     parent = list(range(len(classical) + len(found)))
 
     def root(a: int) -> int:
@@ -86,7 +83,7 @@ def _groups(
     return list(members.values())
 
 
-def seen_as_background(inst: Instance, foreground: list[np.ndarray]) -> bool:
+def _seen_as_background(inst: Instance, foreground: list[np.ndarray]) -> bool:
     """Whether the model, at the pyramid level it judges a droplet of this size, gives the droplet's
     pixels on average under ``_BACKGROUND`` probability of being inside a droplet."""
     k = foreground_level(2.0 * np.sqrt(inst.area / np.pi), len(foreground))
@@ -125,20 +122,18 @@ def combine_detections(
     if foreground:
         linked = {i for ci, _ in groups for i in ci}
         for i, inst in enumerate(classical):
-            keep_classical[i] = i in linked or not seen_as_background(inst, foreground)
+            keep_classical[i] = i in linked or not _seen_as_background(inst, foreground)
     edges = _edge_strength(gray) if groups else None
     for ci, fj in groups:
         c_values = [_outline_values(classical[i], edges) for i in ci]
         f_values = [_outline_values(found[j], edges) for j in fj]
         every = np.concatenate(c_values + f_values)
         strong = _EDGE_SHARE * float(np.percentile(every, 90)) if every.size else 0.0
-        if edge_support(f_values, strong) > edge_support(c_values, strong) + _MARGIN:
+        if _edge_support(f_values, strong) > _edge_support(c_values, strong) + _MARGIN:
             keep_classical[ci] = False
             keep_found[fj] = True
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
-    taken = np.zeros(gray.shape[:2], bool)
-    for inst in kept:
-        taken[inst.y0 : inst.y1, inst.x0 : inst.x1] |= inst.mask
+    taken = paint_labels(kept, gray.shape[:2]) > 0
     for j, inst in enumerate(found):
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
