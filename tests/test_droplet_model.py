@@ -15,7 +15,7 @@ import torch
 
 import sam_droplet as sd
 from sam_droplet.cli import main as cli_main
-from sam_droplet.engine.instances import instances_from_labels
+from sam_droplet.engine.instances import Instance, instances_from_labels
 from sam_droplet.engine.measure import measure_droplets
 from sam_droplet.errors import StartupError
 from sam_droplet.io.imagej import rois_zip
@@ -123,6 +123,58 @@ def test_pixel_noise_is_not_found_as_droplets_by_any_detector():
         by_net = len(sd.segment(two_px, engine, detector="net").droplets)
         by_classical = len(sd.segment(two_px, engine, detector="classical").droplets)
         assert by_net <= 15 and by_net * 5 < by_classical, (seed, by_net, by_classical)
+
+
+def test_decoding_keeps_droplets_whole_around_stray_cores_and_spurs():
+    """Two defects of the model's maps seen on a real ddPCR monolayer: a speck of centerness on a
+    droplet's rim (a core that yields no droplet) must not cut a wedge out of the droplet, and a
+    thin run of foreground into the gap must not become part of it (its perimeter would grow by a
+    tenth and the circularity filter reject a round droplet)."""
+    from sam_droplet.engine.detect.learned import _decode
+
+    yy, xx = np.mgrid[:80, :80]
+    r = np.hypot(yy - 40, xx - 40)
+    fg = (r <= 19).astype(np.float32)
+    fg[40, 59:75] = 1.0  # a spur a pixel wide
+    cen = np.clip(1 - r / 19, 0, 1).astype(np.float32)
+    cen[40, 55] = 0.52  # a stray core near the rim
+    found = _decode(fg, cen, (0.0, np.inf))
+    assert len(found) == 1
+    x0, y0, mask, _ = found[0]
+    full = np.zeros_like(fg, bool)
+    full[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask
+    disk = r <= 19
+    assert np.count_nonzero(disk & ~full) <= 0.01 * disk.sum()  # no wedge
+    assert not full[40, 62:].any()  # no spur
+    measured = measure_droplets([Instance(x0=x0, y0=y0, mask=mask)], fg, None)[0]
+    assert measured.circularity > 0.9
+
+
+def _disk(cx: float, cy: float, r: float) -> Instance:
+    x0, y0 = int(cx - r) - 1, int(cy - r) - 1
+    yy, xx = np.mgrid[: int(2 * r) + 3, : int(2 * r) + 3]
+    mask = np.hypot(yy + y0 - cy, xx + x0 - cx) <= r
+    inst = Instance(x0=x0, y0=y0, mask=mask, score=0.9, source="detector")
+    inst.radius = float(np.sqrt(mask.sum() / np.pi))
+    inst.center = (cx, cy)
+    return inst
+
+
+def test_a_coarse_patch_tiled_by_finer_droplets_gives_way_to_them():
+    """A packed monolayer seen at a coarse level is one bright patch: the droplets that tile it stay
+    and the patch goes. A large droplet with a few specks of texture inside keeps itself instead."""
+    from sam_droplet.engine.detect.learned import _judge_levels
+
+    patch = _disk(200, 200, 150)
+    tiles = [
+        _disk(x, y, 19) for x in range(80, 330, 40) for y in range(80, 330, 40) if np.hypot(x - 200, y - 200) < 140
+    ]
+    kept = _judge_levels([tiles, [], [patch]], (400, 400))
+    assert patch not in kept and len(kept) == len(tiles)
+
+    specks = [_disk(150, 180, 6), _disk(240, 220, 5), _disk(200, 260, 6)]
+    kept = _judge_levels([specks, [], [patch]], (400, 400))
+    assert kept == [patch]
 
 
 # -- training ------------------------------------------------------------------------------------

@@ -6,7 +6,11 @@ outline half of it, while the model can merge two droplets or stop short of a fa
 detector's own score says which is right, so the image decides: a true outline runs along an
 intensity edge over its whole length, and a cut through a droplet's interior does not. Each group
 of overlapping droplets keeps the outlines (classical or model) more of whose length lies on an
-edge; on a tie the classical ones stay, since they follow rims to the pixel. A droplet only the
+edge; on a tie the classical ones stay, since they follow rims to the pixel. A droplet both
+outlined alike (one each, IoU 0.7 or more) differs only in where its outline sits on the rim: all
+such droplets of a picture take the convention that lies more on edges over the whole picture, so
+that one convention measures them all (mixing two gave a ddPCR monolayer a CV of 5.4 % instead of
+1.9 %; either detector alone, 2.0-2.6 %). A droplet only the
 model found is added where no classical droplet lies. A droplet only the classical detector found
 is dropped where the model, at the scale it judges that size, sees background (under 0.2
 probability of being inside a droplet, on average over it): texture of the background, specks
@@ -29,6 +33,7 @@ _LINKED = 0.2  # two droplets compete when their overlap is this share of the sm
 _MARGIN = 0.1  # the model's outlines replace the classical ones only when clearly better on edges
 _EDGE_SHARE = 0.35  # an outline pixel is on an edge when within this share of the group's strong edges
 _FREE = 0.8  # a droplet only the model found is added when this share of it lies outside classical ones
+_SAME = 0.7  # one classical and one model droplet this alike are the same droplet, outlined twice
 _BACKGROUND = 0.2  # a droplet only the classical detector found goes when the model's probability is below this
 
 
@@ -39,6 +44,18 @@ def _edge_strength(gray: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(norm, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(norm, cv2.CV_32F, 0, 1, ksize=3)
     return cv2.dilate(cv2.magnitude(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+
+
+def _iou(a: Instance, b: Instance) -> float:
+    """Intersection over union of two droplets' masks."""
+    x0, y0 = min(a.x0, b.x0), min(a.y0, b.y0)
+    x1, y1 = max(a.x1, b.x1), max(a.y1, b.y1)
+    ma = np.zeros((y1 - y0, x1 - x0), bool)
+    mb = np.zeros_like(ma)
+    ma[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0] = a.mask
+    mb[b.y0 - y0 : b.y1 - y0, b.x0 - x0 : b.x1 - x0] = b.mask
+    union = np.count_nonzero(ma | mb)
+    return np.count_nonzero(ma & mb) / union if union else 0.0
 
 
 def _outline_values(inst: Instance, edges: np.ndarray) -> np.ndarray:
@@ -124,12 +141,21 @@ def combine_detections(
         for i, inst in enumerate(classical):
             keep_classical[i] = i in linked or not _seen_as_background(inst, foreground)
     edges = _edge_strength(gray) if groups else None
+    # Per group: how much more of the model's outlines than of the classical lies on edges.
+    lead, same = [], []
     for ci, fj in groups:
         c_values = [_outline_values(classical[i], edges) for i in ci]
         f_values = [_outline_values(found[j], edges) for j in fj]
         every = np.concatenate(c_values + f_values)
         strong = _EDGE_SHARE * float(np.percentile(every, 90)) if every.size else 0.0
-        if _edge_support(f_values, strong) > _edge_support(c_values, strong) + _MARGIN:
+        lead.append(_edge_support(f_values, strong) - _edge_support(c_values, strong))
+        same.append(len(ci) == len(fj) == 1 and _iou(classical[ci[0]], found[fj[0]]) >= _SAME)
+    # A droplet both outlined alike differs only in where the outline sits on its rim. Those all
+    # take the convention that lies more on edges over the whole picture: mixing two would widen
+    # the size distribution (ddPCR_0_0's CV 1.9 % -> 5.4 %).
+    model_convention = sum(d for d, alike in zip(lead, same, strict=True) if alike) > 0
+    for (ci, fj), ahead, alike in zip(groups, lead, same, strict=True):
+        if model_convention if alike else ahead > _MARGIN:
             keep_classical[ci] = False
             keep_found[fj] = True
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]

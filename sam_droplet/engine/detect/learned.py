@@ -8,7 +8,9 @@ droplets of the sizes it sees best, and overlap resolution keeps one outline per
 Instances are decoded from the two maps without a watershed: the cores (centerness above one half,
 inside the foreground) are one connected piece per droplet, since two touching droplets meet where
 centerness is low; every foreground pixel then joins its nearest core if it lies within reach of
-it (one and a half times the core's own inscribed radius; a disk's core has half its radius).
+it (one and a half times the core's own inscribed radius; a disk's core has half its radius). A
+core that yields no droplet (a speck of centerness on a rim) gives its pixels back, and each
+droplet's mask is opened to drop spurs running into the gaps (see ``_smooth``).
 """
 
 from __future__ import annotations
@@ -82,12 +84,8 @@ def net_maps(loaded, image: np.ndarray, check: Check | None = None) -> tuple[np.
     return fg, cen
 
 
-def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[tuple[int, int, np.ndarray, float]]:
-    """Instances (x0, y0, mask crop, score) of one level whose equivalent diameter is within ``keep``."""
-    inside = fg > 0.5
-    cores, n = ndi.label(inside & (cen > 0.5))
-    if n == 0:
-        return []
+def _assign(inside: np.ndarray, cores: np.ndarray, n: int) -> np.ndarray:
+    """Labels giving every foreground pixel to its nearest core, if within that core's reach."""
     # Inscribed radius of each core, then every foreground pixel to its nearest core within reach
     # (OpenCV's distance transforms: a tenth of SciPy's exact ones' time, within a few percent).
     in_core = (cores > 0).astype(np.uint8)
@@ -95,17 +93,53 @@ def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[
     reach = np.zeros(n + 1, np.float32)
     np.maximum.at(reach, core_ids, cv2.distanceTransform(in_core, cv2.DIST_L2, 5)[in_core > 0])
     reach = 1.5 * reach + 1.5
-    peak = np.zeros(n + 1, np.float32)
-    np.maximum.at(peak, core_ids, cen[in_core > 0])
     dist, nearest = cv2.distanceTransformWithLabels(1 - in_core, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     # ``nearest`` numbers the core pixels (the zeros of the transform's input) in scan order.
     owner = np.concatenate([[0], core_ids]).astype(np.int32)[nearest]
-    labels = np.where(inside & (dist <= reach[owner]), owner, 0)
+    return np.where(inside & (dist <= reach[owner]), owner, 0)
+
+
+def _smooth(mask: np.ndarray) -> np.ndarray:
+    """The droplet's mask without spurs a pixel or two wide (foreground running into the gap
+    between droplets), which a droplet's smooth outline never has and which add a tenth to its
+    perimeter, enough for the circularity filter to reject a round droplet: a morphological opening
+    by a disk of 1/16 of the droplet's diameter (1 to 3 px), keeping the largest piece."""
+    radius = int(np.clip(round(np.sqrt(mask.sum() / np.pi) / 8), 1, 3))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    opened = cv2.morphologyEx(np.pad(mask, radius).astype(np.uint8), cv2.MORPH_OPEN, disk)[
+        radius:-radius, radius:-radius
+    ]
+    pieces, n = ndi.label(opened)
+    if n > 1:
+        opened = pieces == 1 + int(np.argmax(ndi.sum_labels(opened, pieces, np.arange(1, n + 1))))
+    return opened.astype(bool) if n else mask
+
+
+def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[tuple[int, int, np.ndarray, float]]:
+    """Instances (x0, y0, mask crop, score) of one level whose equivalent diameter is within ``keep``."""
+    inside = fg > 0.5
+    cores, n = ndi.label(inside & (cen > 0.5))
+    if n == 0:
+        return []
+    peak = np.zeros(n + 1, np.float32)
+    np.maximum.at(peak, cores[cores > 0], cen[cores > 0])
+    labels = _assign(inside, cores, n)
+    # A core that yields no droplet (a speck of centerness on a droplet's rim, mostly) must not keep
+    # the pixels nearest to it: they would be cut out of the droplet around it as a wedge. Such
+    # cores are dropped and the pixels given out again.
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    prob = np.bincount(labels.ravel(), weights=fg.ravel(), minlength=n + 1) / np.maximum(area, 1)
+    failed = (area < 12) | (prob * np.minimum(1.0, peak / 0.9) < _MIN_SCORE)
+    if failed[1:].any():
+        keep_core = ~failed
+        keep_core[0] = False
+        cores = np.where(keep_core[cores], cores, 0)
+        labels = _assign(inside, cores, n)
     out = []
     for idx, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None:
             continue
-        mask = labels[sl] == idx
+        mask = _smooth(labels[sl] == idx)
         area = int(mask.sum())
         diameter = 2.0 * np.sqrt(area / np.pi)
         if area < 12 or not keep[0] <= diameter < keep[1]:
@@ -169,17 +203,13 @@ def detect_with_net(
     levels = 1
     while min(h, w) / 2**levels >= _MIN_LEVEL_SIDE and levels < 8:
         levels += 1
-    # Coarse to fine: a droplet is judged at the level where its size is one the network knows.
-    # Inside a droplet found at a coarser level, a finer level sees only its interior's texture,
-    # magnified: what it finds there (mostly covered by a droplet 2.5 times its size) is dropped.
-    levels_out: list[list[Instance]] = []
-    owner = np.zeros((h, w), np.float32)  # diameter of the coarser droplet covering each pixel
     scaled = [norm]
     for k in range(1, levels):
         scaled.append(
             cv2.resize(norm, (max(1, round(w / 2**k)), max(1, round(h / 2**k))), interpolation=cv2.INTER_AREA)
         )
     maps: list[np.ndarray] = []
+    found: list[list[Instance]] = [[] for _ in range(levels)]  # every level's candidates
     for k in reversed(range(levels)):
         level = scaled[k]
         fg, cen = net_maps(loaded, level, check)
@@ -187,7 +217,6 @@ def detect_with_net(
         lo = 0.0 if k == 0 else _KEEP[0]
         hi = np.inf if k == levels - 1 else _KEEP[1]
         sy, sx = h / level.shape[0], w / level.shape[1]
-        kept: list[Instance] = []
         decoded = _decode(fg, cen, (lo, hi))
         taken = np.zeros(fg.shape if k else (0, 0), np.int32)  # which droplet owns each level pixel
         for idx, (x0, y0, mask, _) in enumerate(decoded if k else [], start=1):
@@ -198,22 +227,61 @@ def detect_with_net(
             area = int(np.count_nonzero(mask))
             if not area:
                 continue
-            diameter = 2.0 * np.sqrt(area / np.pi)
-            under = owner[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask]
-            if np.count_nonzero(under >= 2.5 * diameter) > 0.5 * area:
-                continue
             ys, xs = np.nonzero(mask)
             inst = Instance(x0=int(x0), y0=int(y0), mask=mask, score=score, source="detector")
             inst.center = (float(xs.mean() + x0), float(ys.mean() + y0))
             inst.radius = float(np.sqrt(area / np.pi))
+            found[k].append(inst)
+    kept = _judge_levels(found, (h, w))
+    if foreground is not None:
+        foreground[:] = maps
+    return kept
+
+
+def _tiled(inst: Instance, finer: list[Instance]) -> bool:
+    """Whether droplets at most 1/2.5 of ``inst``'s diameter, found at finer levels, cover half of it:
+    then it is a patch of droplets (a packed monolayer seen from afar), not one droplet."""
+    limit = 2.0 * inst.radius / 2.5
+    canvas = np.zeros(inst.mask.shape, bool)
+    count = 0
+    for f in finer:
+        if 2.0 * f.radius > limit or f.x1 <= inst.x0 or f.x0 >= inst.x1 or f.y1 <= inst.y0 or f.y0 >= inst.y1:
+            continue
+        ya, xa = max(f.y0, inst.y0), max(f.x0, inst.x0)
+        yb, xb = min(f.y1, inst.y1), min(f.x1, inst.x1)
+        canvas[ya - inst.y0 : yb - inst.y0, xa - inst.x0 : xb - inst.x0] |= f.mask[
+            ya - f.y0 : yb - f.y0, xa - f.x0 : xb - f.x0
+        ]
+        count += 1
+    return count >= 3 and np.count_nonzero(canvas & inst.mask) >= 0.5 * inst.area
+
+
+def _judge_levels(found: list[list[Instance]], shape: tuple[int, int]) -> list[Instance]:
+    """The droplets kept from every level's candidates, judged coarse to fine.
+
+    A droplet is judged at the level where its size is one the network knows. Inside a droplet
+    found at a coarser level, a finer level sees only its interior's texture, magnified: what it
+    finds there (mostly covered by a droplet 2.5 times its size) is dropped. Unless those finer
+    droplets tile the coarse one: a packed monolayer seen at a coarse level is one bright patch,
+    and then the patch goes and its droplets stay."""
+    owner = np.zeros(shape, np.float32)  # diameter of the coarser droplet covering each pixel
+    out: list[Instance] = []
+    for k in reversed(range(len(found))):
+        finer = [f for level in found[:k] for f in level]
+        kept = []
+        for inst in found[k]:
+            diameter = 2.0 * inst.radius
+            under = owner[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask]
+            if np.count_nonzero(under >= 2.5 * diameter) > 0.5 * inst.area:
+                continue
+            if k and _tiled(inst, finer):
+                continue
             kept.append(inst)
         for inst in kept:
             view = owner[inst.y0 : inst.y1, inst.x0 : inst.x1]
             view[inst.mask] = np.maximum(view[inst.mask], 2.0 * inst.radius)
-        levels_out.append(kept)
-    if foreground is not None:
-        foreground[:] = maps
-    return [inst for kept in levels_out for inst in kept]
+        out.extend(kept)
+    return out
 
 
 def foreground_level(diameter: float, levels: int) -> int:
