@@ -23,6 +23,7 @@ __all__ = [
     "encode_rle",
     "fill_holes",
     "instances_from_labels",
+    "mask_iou",
     "paint_labels",
     "resolve_overlaps",
 ]
@@ -107,6 +108,18 @@ def instances_from_labels(
         score = float(scores[idx]) if scores is not None else 1.0
         out.append(Instance(x0=sl[1].start, y0=sl[0].start, mask=mask, score=score, source=source))
     return out
+
+
+def mask_iou(a: Instance, b: Instance) -> float:
+    """Intersection over union of two instances' masks."""
+    x0, y0 = min(a.x0, b.x0), min(a.y0, b.y0)
+    x1, y1 = max(a.x1, b.x1), max(a.y1, b.y1)
+    ma = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    mb = np.zeros_like(ma)
+    ma[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0] = a.mask
+    mb[b.y0 - y0 : b.y1 - y0, b.x0 - x0 : b.x1 - x0] = b.mask
+    union = np.count_nonzero(ma | mb)
+    return np.count_nonzero(ma & mb) / union if union else 0.0
 
 
 def paint_labels(instances: list[Instance], shape: tuple[int, int], ids: list[int] | None = None) -> np.ndarray:

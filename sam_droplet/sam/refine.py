@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..engine.instances import Instance, fill_holes
+from ..engine.instances import Instance, fill_holes, mask_iou
 from .model import LoadedModel
 
 __all__ = ["Encoding", "RefineStats", "SamRefiner", "View", "plan_views"]
@@ -390,7 +390,7 @@ class SamRefiner:
             cand = cand.tight()
             if cand is None:
                 verdict = "empty"
-            elif _iou(cand, det) < self.min_agreement:
+            elif mask_iou(cand, det) < self.min_agreement:
                 verdict = "disagrees"
             else:
                 stats.sam_masks += 1
@@ -474,15 +474,3 @@ def _component_at(mask: np.ndarray, point: np.ndarray) -> np.ndarray | None:
     if label == 0:
         label = int(np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     return labels == label
-
-
-def _iou(a: Instance, b: Instance) -> float:
-    """IoU of two crop masks."""
-    x0, y0 = min(a.x0, b.x0), min(a.y0, b.y0)
-    x1, y1 = max(a.x1, b.x1), max(a.y1, b.y1)
-    ma = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    mb = np.zeros_like(ma)
-    ma[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0] = a.mask
-    mb[b.y0 - y0 : b.y1 - y0, b.x0 - x0 : b.x1 - x0] = b.mask
-    union = np.count_nonzero(ma | mb)
-    return np.count_nonzero(ma & mb) / union if union else 0.0
