@@ -150,11 +150,11 @@ def test_decoding_keeps_droplets_whole_around_stray_cores_and_spurs():
     assert measured.circularity > 0.9
 
 
-def _disk(cx: float, cy: float, r: float) -> Instance:
+def _disk(cx: float, cy: float, r: float, score: float = 0.9) -> Instance:
     x0, y0 = int(cx - r) - 1, int(cy - r) - 1
     yy, xx = np.mgrid[: int(2 * r) + 3, : int(2 * r) + 3]
     mask = np.hypot(yy + y0 - cy, xx + x0 - cx) <= r
-    inst = Instance(x0=x0, y0=y0, mask=mask, score=0.9, source="detector")
+    inst = Instance(x0=x0, y0=y0, mask=mask, score=score, source="detector")
     inst.radius = float(np.sqrt(mask.sum() / np.pi))
     inst.center = (cx, cy)
     return inst
@@ -162,7 +162,8 @@ def _disk(cx: float, cy: float, r: float) -> Instance:
 
 def test_a_coarse_patch_tiled_by_finer_droplets_gives_way_to_them():
     """A packed monolayer seen at a coarse level is one bright patch: the droplets that tile it stay
-    and the patch goes. A large droplet with a few specks of texture inside keeps itself instead."""
+    and the patch goes. A large droplet keeps itself over a few unsure specks of texture inside it,
+    and a droplet inside it that the model is sure of stays beside it (seen through it)."""
     from sam_droplet.engine.detect.learned import _judge_levels
 
     patch = _disk(200, 200, 150)
@@ -172,9 +173,10 @@ def test_a_coarse_patch_tiled_by_finer_droplets_gives_way_to_them():
     kept = _judge_levels([tiles, [], [patch]], (400, 400))
     assert patch not in kept and len(kept) == len(tiles)
 
-    specks = [_disk(150, 180, 6), _disk(240, 220, 5), _disk(200, 260, 6)]
-    kept = _judge_levels([specks, [], [patch]], (400, 400))
-    assert kept == [patch]
+    specks = [_disk(150, 180, 6, score=0.7), _disk(240, 220, 5, score=0.65), _disk(200, 260, 6, score=0.7)]
+    seen_through = _disk(120, 200, 12, score=0.95)
+    kept = _judge_levels([[*specks, seen_through], [], [patch]], (400, 400))
+    assert kept == [patch, seen_through]
 
 
 # -- training ------------------------------------------------------------------------------------
