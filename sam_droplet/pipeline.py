@@ -57,7 +57,10 @@ Check = Callable[[str], None]
 # Engine.working_bytes. Measured peak rises: classical 0.8 GB at 13 Mpx (packed monolayer, 60 B/px
 # on pixel noise, 100 B/px on a 16 px strip); sam 0.43, 0.54 and 0.62 GB at 1, 4 and 9.6 Mpx
 # (its encoder's activations at 1024 px, then the masks).
-_WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 32), "net": (200 * 2**20, 48)}
+# The droplet model's figure bounds its peaks measured on 1-16 Mpx emulsion, blank and noise
+# pictures (2026-11-26: 0.2, 0.7, 0.8 and 1.3 GB): most of it is the network's activations on one
+# tile of up to 2048 px a side, which grow with the picture up to 4 Mpx and then stay.
+_WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 32), "net": (500 * 2**20, 52)}
 # The combined detector runs its two detectors side by side (0.84 of the time) up to this many
 # pixels (a 4 MP camera; 2200x1700 is 3.7 Mpx) and one after the other beyond, where memory, not
 # time, is what limits a request (MAX_REQUEST_MEMORY_MB).
@@ -547,17 +550,17 @@ class Engine:
             timing["detect"] = (time.perf_counter() - t0) * 1000
             return detection
 
-        def by_model() -> tuple[list[Any], int, Any, list[Any]]:
+        def by_model() -> tuple[list[Any], int, Any, tuple[list[Any], list[Any]]]:
             from .engine.detect.learned import detect_with_net
             from .engine.detect.overlays import off_annotations
 
             t0 = time.perf_counter()
             loaded = self.droplet_net()
-            foreground: list[Any] = []
-            found = detect_with_net(image.gray, loaded, check, foreground=foreground)
+            maps: tuple[list[Any], list[Any]] = ([], [])  # foreground, centerness per level
+            found = detect_with_net(image.gray, loaded, check, foreground=maps[0], centerness=maps[1])
             found, on_annotations = off_annotations(found, image.gray)
             timing["detect_net"] = (time.perf_counter() - t0) * 1000
-            return found, on_annotations, loaded, foreground
+            return found, on_annotations, loaded, maps
 
         if detector == "combined" and image.gray.size <= _SIDE_BY_SIDE_PX:
             # Side by side: much of each detector is single-threaded (NumPy, the decoding), so
@@ -565,11 +568,11 @@ class Engine:
             with ThreadPoolExecutor(1, thread_name_prefix="droplet-net") as pool:
                 model_run = pool.submit(by_model)
                 detection = by_classical()
-                found, on_annotations, loaded, foreground = model_run.result()
+                found, on_annotations, loaded, maps = model_run.result()
         else:
             detection = by_classical() if detector in ("classical", "combined") else None
             if detector != "classical":
-                found, on_annotations, loaded, foreground = by_model()
+                found, on_annotations, loaded, maps = by_model()
         if detection is not None:
             info.update(
                 appearance=detection.appearance,
@@ -589,7 +592,7 @@ class Engine:
                 # edge stay (classical on a tie); the model adds what the classical one missed, and
                 # what only the classical one found goes where the model sees background.
                 found, _ = resolve_overlaps(found, check=check)
-                found = combine_detections(raw, found, image.gray, foreground)
+                found = combine_detections(raw, found, image.gray, *maps)
             # Each pyramid level, and the classical detector, may report the same droplet: one stays.
             raw, report = resolve_overlaps(found, keep_nested=nested, check=check)
             resolved = {k: resolved.get(k, 0) + v for k, v in report.as_dict().items()}

@@ -125,6 +125,19 @@ def test_pixel_noise_is_not_found_as_droplets_by_any_detector():
         assert by_net <= 15 and by_net * 5 < by_classical, (seed, by_net, by_classical)
 
 
+def test_the_gaps_of_a_dense_monolayer_are_not_counted_as_droplets():
+    """Between three packed droplets the classical detector outlines the gap as a small droplet;
+    the model gives it no centre, and the default drops it. Without that rule a dense monolayer of
+    about 2300 droplets counted 2630 (364 outlines matching no droplet); the F1 never showed it,
+    since the gaps are under 10 px."""
+    engine = sd.Engine.start(EngineSettings(segmenter="classical"))
+    scene = synthetic.EVALUATION_SETS["dense_small"](seed=3)
+    result = sd.segment(scene.image, engine)
+    m = match_instances(scene.labels, result.all_labels, min_unmatched_diameter=0.0)
+    assert m.fp <= 0.03 * m.tp, (m.tp, m.fp)
+    assert m.fn <= 0.03 * m.tp, (m.tp, m.fn)
+
+
 def test_decoding_keeps_droplets_whole_around_stray_cores_and_spurs():
     """Two defects of the model's maps seen on a real ddPCR monolayer: a speck of centerness on a
     droplet's rim (a core that yields no droplet) must not cut a wedge out of the droplet, and a

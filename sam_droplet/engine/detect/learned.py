@@ -187,7 +187,11 @@ def _full_size(
 
 
 def detect_with_net(
-    gray: np.ndarray, loaded, check: Check | None = None, foreground: list[np.ndarray] | None = None
+    gray: np.ndarray,
+    loaded,
+    check: Check | None = None,
+    foreground: list[np.ndarray] | None = None,
+    centerness: list[np.ndarray] | None = None,
 ) -> list[Instance]:
     """Droplets of any size in ``gray`` (HxW, any dtype) found by the droplet model.
 
@@ -197,6 +201,7 @@ def detect_with_net(
         check: called between tiles and levels; whatever it raises stops the detection.
         foreground: when given, receives each pyramid level's inside-a-droplet probability map,
             finest (full size) first (see :func:`foreground_level`).
+        centerness: when given, receives each pyramid level's centerness map, in the same order.
 
     Returns:
         Instances (``source='detector'``) with centre, radius and score set; several levels may
@@ -214,11 +219,13 @@ def detect_with_net(
             cv2.resize(norm, (max(1, round(w / 2**k)), max(1, round(h / 2**k))), interpolation=cv2.INTER_AREA)
         )
     maps: list[np.ndarray] = []
+    centres: list[np.ndarray] = []
     found: list[list[Instance]] = [[] for _ in range(levels)]  # every level's candidates
     for k in reversed(range(levels)):
         level = scaled[k]
         fg, cen = net_maps(loaded, level, check)
         maps.insert(0, fg)
+        centres.insert(0, cen)
         lo = 0.0 if k == 0 else _KEEP[0]
         hi = np.inf if k == levels - 1 else _KEEP[1]
         sy, sx = h / level.shape[0], w / level.shape[1]
@@ -240,6 +247,8 @@ def detect_with_net(
     kept = _judge_levels(found, (h, w))
     if foreground is not None:
         foreground[:] = maps
+    if centerness is not None:
+        centerness[:] = centres
     return kept
 
 
