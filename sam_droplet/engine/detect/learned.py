@@ -120,15 +120,23 @@ def _smooth(mask: np.ndarray) -> np.ndarray:
     return opened.astype(bool) if n else mask
 
 
-def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[tuple[int, int, np.ndarray, float]]:
-    """Instances (x0, y0, mask crop, score) of one level whose equivalent diameter is within ``keep``."""
+def _decode(
+    fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float], check: Check | None = None
+) -> list[tuple[int, int, np.ndarray, float]]:
+    """Instances (x0, y0, mask crop, score) of one level whose equivalent diameter is within ``keep``.
+
+    ``check`` is called between the steps (each a fraction of a second on a 13 Mpx level)."""
     inside = fg > 0.5
     cores, n = ndi.label(inside & (cen > 0.5))
     if n == 0:
         return []
+    if check:
+        check("droplet model")
     peak = np.zeros(n + 1, np.float32)
     np.maximum.at(peak, cores[cores > 0], cen[cores > 0])
     labels = _assign(inside, cores, n)
+    if check:
+        check("droplet model")
     # A core that yields no droplet (a speck of centerness on a droplet's rim, mostly) must not keep
     # the pixels nearest to it: they would be cut out of the droplet around it as a wedge. Such
     # cores are dropped and the pixels given out again.
@@ -142,6 +150,8 @@ def _decode(fg: np.ndarray, cen: np.ndarray, keep: tuple[float, float]) -> list[
         labels = _assign(inside, cores, n)
     out = []
     for idx, sl in enumerate(ndi.find_objects(labels), start=1):
+        if check and idx % 4096 == 0:
+            check("droplet model")
         if sl is None:
             continue
         mask = _smooth(labels[sl] == idx)
@@ -229,7 +239,9 @@ def detect_with_net(
         lo = 0.0 if k == 0 else _KEEP[0]
         hi = np.inf if k == levels - 1 else _KEEP[1]
         sy, sx = h / level.shape[0], w / level.shape[1]
-        decoded = _decode(fg, cen, (lo, hi))
+        decoded = _decode(fg, cen, (lo, hi), check)
+        if check:
+            check("droplet model")
         taken = np.zeros(fg.shape if k else (0, 0), np.int32)  # which droplet owns each level pixel
         for idx, (x0, y0, mask, _) in enumerate(decoded if k else [], start=1):
             taken[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = idx
