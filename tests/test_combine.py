@@ -104,3 +104,24 @@ def test_a_classical_droplet_where_the_model_sees_background_goes():
     assert classical[1] not in out and classical[2] in out
     assert classical[0] in out or model_of_a in out
     assert combine_detections(classical, [], gray) == classical  # without the model's maps nothing goes
+
+
+def test_a_classical_droplet_with_no_centre_in_its_inner_half_goes_even_when_linked():
+    """The gap between packed droplets: the classical detector outlines it with an outline that
+    spills onto a neighbour, so it overlaps the neighbour's model droplet (and the neighbour's
+    centerness reaches into its mask's edge). The model sees no centre in its inner half: it goes.
+    A droplet with a centre in its inner half stays."""
+    droplet = _ellipse(100, 100, 30, 30)
+    gap = _ellipse(136, 100, 14, 14)  # spills 8 px onto the droplet
+    gray = _picture(droplet, gap)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    centerness = [np.clip(1 - np.hypot(xx - 100, yy - 100) / 30, 0, 1).astype(np.float32)]
+    foreground = [np.where(droplet, 0.95, 0.35).astype(np.float32)]  # the gap: a third foreground
+    assert centerness[0][gap].max() > 0.2  # its whole mask would pass; its inner half does not
+    kept_droplet, kept_gap = _instance(droplet & ~gap), _instance(gap)
+    model_droplet = _instance(_ellipse(100, 100, 29, 29))
+    out = combine_detections([kept_droplet, kept_gap], [model_droplet], gray, foreground, centerness)
+    assert kept_gap not in out
+    assert kept_droplet in out or model_droplet in out
+    # Without the centerness maps only the background rule judges, and the gap (linked) stays.
+    assert kept_gap in combine_detections([kept_droplet, kept_gap], [model_droplet], gray, foreground)
