@@ -592,7 +592,9 @@ class Engine:
                 # edge stay (classical on a tie); the model adds what the classical one missed, and
                 # what only the classical one found goes where the model sees background.
                 found, _ = resolve_overlaps(found, check=check)
-                found = combine_detections(raw, found, image.gray, *maps)
+                vetoed: list[Any] = []
+                found = combine_detections(raw, found, image.gray, *maps, vetoed=vetoed)
+                info["model_vetoed"] = len(vetoed)  # classical droplets the model sees none in
             # Each pyramid level, and the classical detector, may report the same droplet: one stays.
             raw, report = resolve_overlaps(found, keep_nested=nested, check=check)
             resolved = {k: resolved.get(k, 0) + v for k, v in report.as_dict().items()}

@@ -147,6 +147,7 @@ def test_the_gaps_of_a_dense_monolayer_are_not_counted_as_droplets(radius):
     m = match_instances(scene.labels, result.all_labels, min_unmatched_diameter=0.0)
     assert m.fp <= 0.03 * m.tp, (m.tp, m.fp)
     assert m.fn <= 0.03 * m.tp, (m.tp, m.fn)
+    assert result.summary["detector"]["model_vetoed"] >= 0.1 * m.tp  # the gaps, counted where they went
 
 
 def test_decoding_keeps_droplets_whole_around_stray_cores_and_spurs():

@@ -121,6 +121,7 @@ def combine_detections(
     gray: np.ndarray,
     foreground: list[np.ndarray] | None = None,
     centerness: list[np.ndarray] | None = None,
+    vetoed: list[Instance] | None = None,
 ) -> list[Instance]:
     """The droplets of both detectors, one outline set per droplet (see the module's text).
 
@@ -133,15 +134,20 @@ def combine_detections(
             classical droplet is dropped.
         centerness: the model's centerness per pyramid level, in the same order; without it no
             classical droplet is dropped for want of a centre.
+        vetoed: when given, receives the classical droplets dropped because the model sees no
+            centre or only background in them.
 
     Returns:
         The combined droplets; overlaps between the two sets may remain where neither was
         replaced (resolve them afterwards).
     """
+    dropped: list[Instance] = [] if vetoed is None else vetoed
     if centerness:
         # No centre: not a droplet, whatever model droplets it overlaps (a gap between packed
         # droplets spills onto its neighbours; linked to them it would decide their outlines).
-        classical = [c for c in classical if float(_model_view(c, centerness, _core(c.mask)).max()) >= _NO_CENTRE]
+        centred = [float(_model_view(c, centerness, _core(c.mask)).max()) >= _NO_CENTRE for c in classical]
+        dropped.extend(c for c, ok in zip(classical, centred, strict=True) if not ok)
+        classical = [c for c, ok in zip(classical, centred, strict=True) if ok]
     if not classical:
         return found
     keep_classical = np.ones(len(classical), bool)
@@ -151,6 +157,7 @@ def combine_detections(
         linked = {i for ci, _ in groups for i in ci}
         for i, inst in enumerate(classical):
             keep_classical[i] = i in linked or float(_model_view(inst, foreground).mean()) >= _BACKGROUND
+        dropped.extend(c for c, k in zip(classical, keep_classical, strict=True) if not k)
     edges = _edge_strength(gray) if groups else None
     # Per group: how much more of the model's outlines than of the classical lies on edges.
     lead, same = [], []
