@@ -28,6 +28,7 @@ import numpy as np
 
 from .engine.contents import count_contents
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
+from .engine.detect.learned import TWICE_SIZE_MAX_PX
 from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
 from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence, occupancy
 from .engine.instances import resolve_overlaps
@@ -61,6 +62,11 @@ Check = Callable[[str], None]
 # pictures (2026-11-26: 0.2, 0.7, 0.8 and 1.3 GB): most of it is the network's activations on one
 # tile of up to 2048 px a side, which grow with the picture up to 4 Mpx and then stay.
 _WORKING_SET = {"classical": (160 * 2**20, 72), "sam": (450 * 2**20, 32), "net": (500 * 2**20, 52)}
+# On pictures of up to TWICE_SIZE_MAX_PX the model may also look at the picture enlarged twice
+# (small droplets): (bytes per pixel, their cap, bytes per pixel beyond). Its activations grow by
+# 760 B/px until its tiles bound them near 1 Mpx; its maps and their decoding add 100 B/px.
+# Measured on generated boiling bubbles of 0.26-2.1 Mpx (2026-11-26: 174, 377, 743, 695, 665 MB).
+_TWICE_SIZE_SET = (760, 650 * 2**20, 100)
 # The combined detector runs its two detectors side by side (0.84 of the time) up to this many
 # pixels (a 4 MP camera; 2200x1700 is 3.7 Mpx) and one after the other beyond, where memory, not
 # time, is what limits a request (MAX_REQUEST_MEMORY_MB).
@@ -321,6 +327,9 @@ class Engine:
             # _SIDE_BY_SIDE_PX, where their memory adds up; after it on larger ones.
             fixed, per_pixel = _WORKING_SET["net"]
             by_model = fixed + per_pixel * pixels
+            if pixels <= TWICE_SIZE_MAX_PX:
+                growing, cap, per_pixel = _TWICE_SIZE_SET
+                by_model = max(by_model, min(growing * pixels, cap) + per_pixel * pixels)
             together = self.settings.detector in ("auto", "combined") and pixels <= _SIDE_BY_SIDE_PX
             need = need + by_model if together else max(need, by_model)
         if self.resolve_segmenter(segmenter) != "classical":
