@@ -58,6 +58,22 @@ def test_where_both_outline_the_droplet_the_classical_outline_stays():
     assert out == [classical]
 
 
+def test_on_a_tie_the_outermost_outline_is_the_droplets():
+    """A bright bubble with a thick bright rim has two edges, the rim's outer and inner sides. The
+    classical fit may follow the inner one; the model's outline, on the outer one, encloses it and
+    is as much on edges: it wins (and loses when it is the inner one)."""
+    outer, inner = _ellipse(150, 100, 50, 50), _ellipse(150, 100, 38, 38)
+    img = np.full(SHAPE, 20.0)
+    img[outer] = 230.0
+    img[inner] = 40.0
+    gray = np.clip(cv2.GaussianBlur(img, (0, 0), 1.0) + np.random.default_rng(0).normal(0, 3, SHAPE), 0, 255)
+    gray = gray.astype(np.uint8)
+    classical, model = _instance(inner), _instance(outer)
+    assert combine_detections([classical], [model], gray) == [model]
+    classical, model = _instance(outer), _instance(inner)
+    assert combine_detections([classical], [model], gray) == [classical]
+
+
 def test_two_touching_droplets_are_not_merged_into_the_model_outline():
     a, b = _ellipse(110, 100, 40, 40), _ellipse(190, 100, 40, 40)
     gray = _picture(a, b)
