@@ -3,9 +3,11 @@
 Cameras and acquisition software draw them in the picture's brightest (or darkest) value, often
 edged in the other, so they read on any background. Their glyphs ("0", "6", "8", "o") are closed, round and
 high-contrast: the detector takes them for droplets. They are found by what only such graphics
-have: thin strokes at exactly the picture's brightest value that form a line of glyphs (three or
-more of one height on one baseline) or a bar (a thin filled rectangle), with the strokes around
-them, in a compact group. Saturated droplets, beads, highlights and foam films are neither.
+have: thin strokes at exactly the picture's brightest value (or, in a picture whose brightest
+value is the file's white or black, near it: a JPEG blurs the strokes) that form a line of glyphs
+(three or more of one height on one baseline) or a bar (a thin filled rectangle), with the strokes
+around them, in a compact group or a strip across the picture. Saturated droplets, beads,
+highlights and foam films are neither.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ __all__ = ["annotation_mask", "off_annotations"]
 
 _STROKE_PX = 6.0  # half-width of the widest stroke: a 12 px scale bar is still a stroke
 _GROUP_PX = 25  # strokes this close belong to one annotation
-_MAX_GROUP_SHARE = 0.05  # an annotation covers at most this share of the picture
+_MAX_GROUP_SHARE = 0.05  # an annotation covers at most this share of the picture...
+_STRIP_SHARE = 0.1  # ... or lies in a strip this share of its height (a line of text across it)
+# Drawn at the file's own extreme (8- or 16-bit white, or black): a lossy file (JPEG) blurs the
+# strokes, so only their cores keep the extreme value and the glyphs fall apart into fragments.
+# There, strokes are the pixels within _LOSSY_BAND of the extreme (as a share of its distance to
+# the picture's median): a JPEG of quality 85 of a generated timestamp and a real camera's JPEG timestamp are found whole so.
+_SATURATED = (0.0, 255.0, 65535.0)
+_LOSSY_BAND = 0.2
 
 
 def _text_lines(ids: np.ndarray, stats: np.ndarray) -> np.ndarray:
@@ -65,7 +74,11 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     hi = float(gray.max())
     if hi <= float(gray.min()):
         return None
-    strokes = (gray == hi).astype(np.uint8)
+    if hi in _SATURATED:
+        typical = float(np.median(gray[:: max(1, gray.shape[0] // 256), :: max(1, gray.shape[1] // 256)]))
+        strokes = (gray >= hi - _LOSSY_BAND * (hi - typical)).astype(np.uint8)
+    else:
+        strokes = (gray == hi).astype(np.uint8)
     if not strokes.any():
         return None
     n, labels, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
@@ -90,7 +103,12 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     _, groups, gstats, _ = cv2.connectedComponentsWithStats(near, connectivity=8)
     seeded = np.unique(groups[np.isin(labels, seeds)])
     picture = gray.shape[0] * gray.shape[1]
-    good = [g for g in seeded if g > 0 and gstats[g, 2] * gstats[g, 3] <= _MAX_GROUP_SHARE * picture]
+    good = [
+        g
+        for g in seeded
+        if g > 0
+        and (gstats[g, 2] * gstats[g, 3] <= _MAX_GROUP_SHARE * picture or gstats[g, 3] <= _STRIP_SHARE * gray.shape[0])
+    ]
     if not good:
         return None
     # Every thin stroke within a group is the annotation's: the colons and points of a timestamp
