@@ -24,7 +24,8 @@ _STRIP_SHARE = 0.1  # ... or lies in a strip this share of its height (a line of
 # Drawn at the file's own extreme (8- or 16-bit white, or black): a lossy file (JPEG) blurs the
 # strokes, so only their cores keep the extreme value and the glyphs fall apart into fragments.
 # There, strokes are the pixels within _LOSSY_BAND of the extreme (as a share of its distance to
-# the picture's median): a JPEG of quality 85 of a generated timestamp and a real camera's JPEG timestamp are found whole so.
+# the picture's median): so a generated timestamp saved as JPEG of quality 85, and a real camera's
+# JPEG timestamp, are found whole (0.1 found part of the latter).
 _SATURATED = (0.0, 255.0, 65535.0)
 _LOSSY_BAND = 0.2
 
