@@ -52,6 +52,19 @@ def test_16bit_gray_png_and_tiff_keep_full_depth():
     assert tif.rgb8.dtype == np.uint8
 
 
+def test_compressed_tiffs_are_read():
+    """LZW (what OpenCV and much acquisition software write), Deflate and PackBits TIFFs, 8 and 16
+    bit: an LZW TIFF was refused as "corrupt or truncated" before the codecs were a dependency."""
+    g16 = (np.random.default_rng(4).random((40, 56)) * 65535).astype(np.uint16)
+    for pixels in (g16, (g16 >> 8).astype(np.uint8), RGB):
+        ok, lzw = cv2.imencode(".tif", pixels[..., ::-1] if pixels.ndim == 3 else pixels)
+        assert ok and np.array_equal(decode_image(lzw.tobytes(), LIMIT).pixels, pixels)
+        for compression in ("zlib", "packbits"):
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, pixels, compression=compression)
+            assert np.array_equal(decode_image(buf.getvalue(), LIMIT).pixels, pixels), compression
+
+
 def test_16bit_colour_png_and_planar_tiff():
     c16 = (np.random.default_rng(2).random((40, 56, 3)) * 65535).astype(np.uint16)
     _, png = cv2.imencode(".png", c16[..., ::-1])
