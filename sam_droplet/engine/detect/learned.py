@@ -255,19 +255,10 @@ def detect_with_net(
         centres.insert(0, cen)
         lo = 0.0 if k == 0 else _KEEP[0]
         hi = np.inf if k == levels - 1 else _KEEP[1]
-        sy, sx = h / level.shape[0], w / level.shape[1]
         decoded = _decode(fg, cen, (lo, hi), check)
         if check:
             check("droplet model")
-        taken = np.zeros(fg.shape if k else (0, 0), np.int32)  # which droplet owns each level pixel
-        for idx, (x0, y0, mask, _) in enumerate(decoded if k else [], start=1):
-            taken[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = idx
-        for idx, (x0, y0, mask, score) in enumerate(decoded, start=1):
-            if k:
-                x0, y0, mask = _full_size(fg, taken, idx, (x0, y0, mask.shape), (sx, sy), (h, w))
-            inst = _instance(x0, y0, mask, score)
-            if inst is not None:
-                found[k].append(inst)
+        found[k] = _at_full_size(fg, decoded, (h, w))
     if h * w <= TWICE_SIZE_MAX_PX and _has_small_droplets(found[0]):
         found[0] = [inst for inst in found[0] if 2.0 * inst.radius >= _SMALL_CUT]
         found.insert(0, _twice_size_level(norm, loaded, check))
@@ -289,14 +280,25 @@ def _twice_size_level(norm: np.ndarray, loaded, check: Check | None) -> list[Ins
     """The droplets under ``_FINER_KEEP`` px found on the picture enlarged twice, at full size."""
     h, w = norm.shape
     fg, cen = net_maps(loaded, cv2.resize(norm, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR), check)
-    decoded = _decode(fg, cen, (0.0, 2.0 * _FINER_KEEP), check)
-    taken = np.zeros(fg.shape, np.int32)
+    return _at_full_size(fg, _decode(fg, cen, (0.0, 2.0 * _FINER_KEEP), check), (h, w))
+
+
+def _at_full_size(
+    fg: np.ndarray, decoded: list[tuple[int, int, np.ndarray, float]], shape: tuple[int, int]
+) -> list[Instance]:
+    """A level's decoded droplets (see ``_decode``) as instances of the full-size picture ``shape``:
+    those of a level of another size through ``_full_size``."""
+    h, w = shape
+    if fg.shape == (h, w):
+        found = (_instance(x0, y0, mask, score) for x0, y0, mask, score in decoded)
+        return [inst for inst in found if inst is not None]
+    taken = np.zeros(fg.shape, np.int32)  # which droplet owns each level pixel
     for idx, (x0, y0, mask, _) in enumerate(decoded, start=1):
         taken[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask] = idx
+    scale = (w / fg.shape[1], h / fg.shape[0])
     out = []
     for idx, (x0, y0, mask, score) in enumerate(decoded, start=1):
-        x0, y0, mask = _full_size(fg, taken, idx, (x0, y0, mask.shape), (0.5, 0.5), (h, w))
-        inst = _instance(x0, y0, mask, score)
+        inst = _instance(*_full_size(fg, taken, idx, (x0, y0, mask.shape), scale, shape), score)
         if inst is not None:
             out.append(inst)
     return out
