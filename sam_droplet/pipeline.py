@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.contents import count_contents
+from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
 from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
@@ -506,14 +506,23 @@ class Engine:
             check("measurement")
 
         if preset == "auto":
-            # The image chooses: its droplets' look, how much of the field they cover, their size spread.
-            h, w = image.gray.shape
-            whole = np.array([d.equivalent_diameter_px for d in droplets if not d.touches_edge])
-            cover = sum(d.area_px for d in droplets) / float(h * w)
+            t0 = time.perf_counter()
             cue = details.get("detector", {}).get("appearance")
-            preset, why = choose_preset(cue, whole, cover)
+            preset, why, droplets = _auto_preset(droplets, image, cue, options.um_per_px, check)
             spec, _ = resolve_filters(options.filters, preset, calibrated=calibrated)
             details["preset"] = {"requested": "auto", "chosen": preset, **why}
+            absorbed = why.get("contents_in_droplets", 0)
+            timing["preset"] = (time.perf_counter() - t0) * 1000
+        elif not nested:
+            # The preset says droplets carry contents: an object inside one is not a droplet.
+            t0 = time.perf_counter()
+            droplets, absorbed = _without_contents(droplets, image, options.um_per_px, check)
+            timing["measure"] += (time.perf_counter() - t0) * 1000
+        else:
+            absorbed = 0
+        if absorbed:
+            resolved = details.setdefault("resolved", {})
+            resolved["nested"] = resolved.get("nested", 0) + absorbed
 
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
@@ -729,6 +738,47 @@ class Engine:
             "suggested_filters": suggested,
             "timing_ms": {"analyze": round((time.perf_counter() - t0) * 1000, 1)},
         }
+
+
+def _auto_preset(
+    droplets: list[Droplet], image: ImageData, cue: str | None, um_per_px: float | None, check: Check | None
+) -> tuple[str, dict[str, Any], list[Droplet]]:
+    """The preset the image chooses by its droplets' look, how much of the field they cover and
+    their size spread; and the droplets, without the objects they carry when it is a monolayer.
+
+    Objects found inside a droplet at least 2.5 times their size do not count towards the
+    choice: beads in a monolayer must not make it look polydisperse. In a monolayer nothing is
+    seen through a droplet, so such an object is the droplet's content (a bead, a cell, a speck
+    of debris), not a droplet of its own: its pixels go back to its droplet, and ``why`` says how
+    many (``contents_in_droplets``; the ``contents`` option counts each droplet's). Elsewhere (a
+    polydisperse emulsion, several layers deep) it stays a droplet.
+    """
+    h, w = image.gray.shape
+    enclosed = enclosed_droplets([d.instance for d in droplets], (h, w))
+    outer = [d for k, d in enumerate(droplets) if k not in enclosed]
+    whole = np.array([d.equivalent_diameter_px for d in outer if not d.touches_edge])
+    cover = sum(d.area_px for d in outer) / float(h * w)
+    preset, why = choose_preset(cue, whole, cover)
+    if enclosed and preset == "packed_monolayer":
+        droplets, why["contents_in_droplets"] = _without_contents(droplets, image, um_per_px, check, enclosed)
+    return preset, why, droplets
+
+
+def _without_contents(
+    droplets: list[Droplet],
+    image: ImageData,
+    um_per_px: float | None,
+    check: Check | None,
+    enclosed: dict[int, int] | None = None,
+) -> tuple[list[Droplet], int]:
+    """The droplets measured again without the objects lying inside them (their pixels given back
+    to the droplet that carries them), and how many objects that was."""
+    if enclosed is None:
+        enclosed = enclosed_droplets([d.instance for d in droplets], image.gray.shape)
+    if not enclosed:
+        return droplets, 0
+    kept = absorb_enclosed([d.instance for d in droplets], enclosed)
+    return measure_droplets(kept, image.gray, um_per_px, check), len(enclosed)
 
 
 def _count_contents(droplets: list[Droplet], image: ImageData, object_diameter_px: float) -> dict[str, Any]:

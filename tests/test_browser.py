@@ -647,3 +647,14 @@ def test_the_auto_preset_shows_what_the_image_chose(page, server, tmp_path):
     page.select_option("#preset", "default")
     expect(page.locator("#preset-help")).not_to_contain_text("Auto")
     assert page.input_value("#f-outliers") == "none" and count(page) >= shown
+
+
+def test_the_auto_preset_says_what_lies_inside_the_droplets(page, server, tmp_path):
+    """A monolayer whose droplets carry beads: the page says the objects inside are contents."""
+    scene = synthetic.monolayer_with_contents(seed=3)
+    path = tmp_path / "carrying.png"
+    path.write_bytes(png_bytes(scene.image.image))
+    page.goto(server)
+    upload(page, path)
+    expect(page.locator("#preset-help")).to_contain_text("Auto: packed monolayer for this image")
+    expect(page.locator("#preset-help")).to_contain_text("objects inside droplets are their contents")

@@ -14,6 +14,10 @@ a droplet are left out, and with them an object sitting on the droplet's edge.
 
 The fluorescence path counts objects on a fluorescence picture instead
 (:func:`sam_droplet.engine.fluorescence.count_spots`).
+
+A detector may also have outlined such an object as a small droplet of its own: in a monolayer,
+where nothing can be seen through a droplet, :func:`enclosed_droplets` finds those and
+:func:`absorb_enclosed` gives their pixels back to the droplet that carries them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["count_contents"]
+from .instances import Instance, fill_holes
+
+__all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets"]
 
 _MIN_PIECES_FOR_TYPICAL = 5
 
@@ -121,3 +127,76 @@ def count_contents(
             k = max(1, round(area / typical)) if typical else 1
             areas.setdefault(droplet, []).extend([round(area / k, 1)] * k)
     return [sorted(areas.get(int(i), []), reverse=True) for i in ids]
+
+
+def enclosed_droplets(instances: list[Instance], shape: tuple[int, int], min_ratio: float = 2.5) -> dict[int, int]:
+    """Objects lying inside a much larger droplet: ``{index of the object: index of its droplet}``.
+
+    An object is inside a droplet when its centre lies within the droplet's convex hull (a bead
+    on the edge leaves a notch in the outline; the hull closes it) and the droplet is at least
+    ``min_ratio`` times its equivalent diameter.
+
+    Args:
+        instances: the droplets found, each pixel in at most one.
+        shape: (height, width) of the image.
+        min_ratio: how many times larger (in diameter) a droplet must be to carry an object.
+    """
+    if len(instances) < 2:
+        return {}
+    areas = np.array([inst.area for inst in instances], dtype=np.float64)
+    if not (areas > 0).any():
+        return {}
+    smallest = float(areas[areas > 0].min())
+    # Only droplets that could hold one of the others are drawn (none on a monodisperse field).
+    hosts = np.flatnonzero(areas >= min_ratio**2 * smallest)
+    if hosts.size == 0:
+        return {}
+    # 1 + the index of the droplet whose hull covers the pixel; larger droplets are drawn last, over
+    # the objects they hold (which may be large enough to hold others themselves).
+    hull_of = np.zeros(shape, dtype=np.uint16 if len(instances) < 65535 else np.int32)
+    for i in hosts[np.argsort(areas[hosts], kind="stable")].tolist():
+        contours, _ = cv2.findContours(instances[i].mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            offset = np.array([instances[i].x0, instances[i].y0], np.int32)
+            cv2.fillConvexPoly(hull_of, cv2.convexHull(np.concatenate(contours)) + offset, i + 1)
+    out: dict[int, int] = {}
+    for j, inst in enumerate(instances):
+        if areas[j] <= 0 or areas[j] * min_ratio**2 > areas[hosts].max():
+            continue
+        ys, xs = np.nonzero(inst.mask)
+        x, y = round(inst.x0 + float(xs.mean())), round(inst.y0 + float(ys.mean()))
+        host = int(hull_of[y, x]) - 1
+        if host >= 0 and host != j and areas[host] >= min_ratio**2 * areas[j]:
+            out[j] = host
+    return out
+
+
+def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list[Instance]:
+    """The droplets without the objects they carry: each object's pixels within its droplet's
+    convex hull go back to that droplet (holes filled), and the object is no longer a droplet.
+
+    ``enclosed`` is what :func:`enclosed_droplets` returned for ``instances``.
+    """
+    for host in set(enclosed.values()):
+        outer = instances[host]
+        hull = _hull_mask(outer.mask)
+        for j in (j for j, h in enclosed.items() if h == host):
+            inner = instances[j]
+            # The overlap of the two crops, in image pixels.
+            x0, y0 = max(inner.x0, outer.x0), max(inner.y0, outer.y0)
+            x1, y1 = min(inner.x1, outer.x1), min(inner.y1, outer.y1)
+            if x0 < x1 and y0 < y1:
+                mine = (slice(y0 - outer.y0, y1 - outer.y0), slice(x0 - outer.x0, x1 - outer.x0))
+                theirs = inner.mask[y0 - inner.y0 : y1 - inner.y0, x0 - inner.x0 : x1 - inner.x0]
+                outer.mask[mine] |= theirs & hull[mine]
+        outer.mask = fill_holes(outer.mask)
+    return [inst for k, inst in enumerate(instances) if k not in enclosed]
+
+
+def _hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull of a crop's mask."""
+    canvas = np.zeros(mask.shape, np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if contours:
+        cv2.fillConvexPoly(canvas, cv2.convexHull(np.concatenate(contours)), 1)
+    return canvas.astype(bool)

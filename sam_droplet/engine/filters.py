@@ -98,8 +98,9 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "auto": Preset(
-        "Chosen from each image: a packed monolayer of one droplet size gets the monolayer's filters, "
-        "droplets brighter or darker than the background theirs, anything else the default's.",
+        "Chosen from each image: a packed monolayer of one droplet size gets the monolayer's filters "
+        "(and what lies inside its droplets is their content), droplets brighter or darker than the "
+        "background theirs, anything else the default's.",
         dict(DEFAULT_FILTERS),
     ),
     "default": Preset(

@@ -35,6 +35,7 @@ __all__ = [
     "fluorescence_pair",
     "fluorescent_disks",
     "high_magnification",
+    "monolayer_with_contents",
     "noise_only",
     "odd_droplet",
     "packed_monolayer",
@@ -152,33 +153,10 @@ def _render_brightfield(
         patch[:] = base * (1.0 - rim_depth * ring)
 
 
-def packed_monolayer(
-    shape: tuple[int, int] = (768, 1024),
-    radius: float = 14.0,
-    cv: float = 0.03,
-    gap: float = 1.0,
-    vacancy: float = 0.02,
-    gradient: float = 0.25,
-    noise: float = 0.02,
-    rgb: bool = False,
-    dtype: type = np.uint8,
-    seed: int = 0,
-) -> SyntheticImage:
-    """A packed hexagonal monolayer of bright-field droplets (ddPCR-like).
-
-    Args:
-        shape: image (height, width) in pixels.
-        radius: mean droplet radius in pixels.
-        cv: coefficient of variation of the radii (polydispersity).
-        gap: minimum spacing between neighbouring droplets' edges, in pixels.
-        vacancy: fraction of lattice sites left empty.
-        gradient: strength of the illumination gradient (0 = flat).
-        noise: standard deviation of additive noise, as a fraction of full scale.
-        rgb: return an RGB picture instead of gray.
-        dtype: uint8 or uint16.
-        seed: random seed.
-    """
-    rng = np.random.default_rng(seed)
+def _hex_lattice(
+    shape: tuple[int, int], radius: float, cv: float, gap: float, vacancy: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and radii of a packed, slightly rotated hexagonal monolayer covering ``shape``."""
     h, w = shape
     spacing = 2.0 * radius * (1.0 + 2.5 * cv) + gap
     row_height = spacing * np.sqrt(3.0) / 2.0
@@ -206,7 +184,37 @@ def packed_monolayer(
         & (centers[:, 1] + radii > 0)
         & (centers[:, 1] - radii < h - 1)
     )
-    centers, radii = centers[keep], radii[keep]
+    return centers[keep], radii[keep]
+
+
+def packed_monolayer(
+    shape: tuple[int, int] = (768, 1024),
+    radius: float = 14.0,
+    cv: float = 0.03,
+    gap: float = 1.0,
+    vacancy: float = 0.02,
+    gradient: float = 0.25,
+    noise: float = 0.02,
+    rgb: bool = False,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A packed hexagonal monolayer of bright-field droplets (ddPCR-like).
+
+    Args:
+        shape: image (height, width) in pixels.
+        radius: mean droplet radius in pixels.
+        cv: coefficient of variation of the radii (polydispersity).
+        gap: minimum spacing between neighbouring droplets' edges, in pixels.
+        vacancy: fraction of lattice sites left empty.
+        gradient: strength of the illumination gradient (0 = flat).
+        noise: standard deviation of additive noise, as a fraction of full scale.
+        rgb: return an RGB picture instead of gray.
+        dtype: uint8 or uint16.
+        seed: random seed.
+    """
+    rng = np.random.default_rng(seed)
+    centers, radii = _hex_lattice(shape, radius, cv, gap, vacancy, rng)
     canvas = np.full(shape, 0.42, dtype=np.float32)  # the oil between droplets is darker
     _render_brightfield(canvas, centers, radii, 0.42, 0.62, rim_depth=0.65, rim_width=3.5)
     labels = np.zeros(shape, dtype=np.uint16)
@@ -678,6 +686,41 @@ def droplets_with_beads(
     return ContentsScene(_relabel(image, labels, centers, radii, "droplets_with_beads"), contents[present], bead_radius)
 
 
+def monolayer_with_contents(
+    shape: tuple[int, int] = (480, 640),
+    radius: float = 30.0,
+    carrying: float = 0.4,
+    object_radius: float = 7.0,
+    seed: int = 0,
+) -> ContentsScene:
+    """A packed bright-field monolayer whose droplets carry, with probability ``carrying``, one
+    small round object (a bead or a cell) outlined like a small droplet, anywhere in the inner
+    part of the droplet. The labels hold the droplets only: the objects are their contents.
+    """
+    rng = np.random.default_rng(seed)
+    centers, radii = _hex_lattice(shape, radius, 0.02, 2.0, 0.02, rng)
+    carries = rng.uniform(size=len(radii)) < carrying
+    angle = rng.uniform(0, 2 * np.pi, int(carries.sum()))
+    reach = rng.uniform(0, 0.4, int(carries.sum())) * radii[carries]
+    objects = centers[carries] + np.stack([reach * np.cos(angle), reach * np.sin(angle)], axis=1)
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    _render_brightfield(
+        canvas,
+        np.concatenate([centers, objects]),
+        np.concatenate([radii, np.full(len(objects), object_radius)]),
+        0.7,
+        0.72,
+        rim_depth=0.6,
+        rim_width=4.0,
+    )
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, 0.1, 0.02, False, np.uint8, rng)
+    present = np.isin(np.arange(1, len(radii) + 1), np.unique(labels))
+    scene = _relabel(image, labels, centers, radii, "monolayer_with_contents")
+    return ContentsScene(scene, carries[present].astype(np.int64), object_radius)
+
+
 @dataclass(frozen=True)
 class FluorescencePair:
     """A bright-field picture and a registered fluorescence picture of the same droplets.
@@ -738,6 +781,11 @@ def fluorescence_pair(
 
 
 # The generators scored by the evaluator and the benchmark, by set name.
+def _monolayer_with_contents_image(seed: int = 0) -> SyntheticImage:
+    """:func:`monolayer_with_contents`' picture and labels (the droplets; the objects are contents)."""
+    return monolayer_with_contents(seed=seed).image
+
+
 EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "packed": packed_monolayer,
     "sparse": sparse_emulsion,
@@ -749,6 +797,7 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "bright_bubbles": bright_bubbles,
     "condensation": condensation,
     "stretched_emulsion": stretched_emulsion,
+    "monolayer_with_contents": _monolayer_with_contents_image,
 }
 
 
