@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets
+from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, gathered_in_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
 from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
@@ -740,6 +740,10 @@ class Engine:
         }
 
 
+# Objects inside droplets are their contents when chance would put this few inside them (a p-value).
+_GATHERED = 1e-3
+
+
 def _auto_preset(
     droplets: list[Droplet], image: ImageData, cue: str | None, um_per_px: float | None, check: Check | None
 ) -> tuple[str, dict[str, Any], list[Droplet]]:
@@ -747,11 +751,13 @@ def _auto_preset(
     their size spread; and the droplets, without the objects they carry when it is a monolayer.
 
     Objects found inside a droplet at least 2.5 times their size do not count towards the
-    choice: beads in a monolayer must not make it look polydisperse. In a monolayer nothing is
-    seen through a droplet, so such an object is the droplet's content (a bead, a cell, a speck
-    of debris), not a droplet of its own: its pixels go back to its droplet, and ``why`` says how
-    many (``contents_in_droplets``; the ``contents`` option counts each droplet's). Elsewhere (a
-    polydisperse emulsion, several layers deep) it stays a droplet.
+    choice: beads in a monolayer must not make it look polydisperse. Such an object is the
+    droplet's content (a bead, a cell, a speck of debris), not a droplet of its own, in a
+    monolayer, where nothing is seen through a droplet, and wherever the objects gather inside
+    droplets far beyond chance (:func:`gathered_in_droplets` under ``_GATHERED``; small droplets
+    seen through larger ones are spread over the field). Then its pixels go back to its droplet,
+    and ``why`` says how many (``contents_in_droplets``; the ``contents`` option counts each
+    droplet's). Otherwise (a polydisperse emulsion, several layers deep) it stays a droplet.
     """
     h, w = image.gray.shape
     enclosed = enclosed_droplets([d.instance for d in droplets], (h, w))
@@ -759,8 +765,16 @@ def _auto_preset(
     whole = np.array([d.equivalent_diameter_px for d in outer if not d.touches_edge])
     cover = sum(d.area_px for d in outer) / float(h * w)
     preset, why = choose_preset(cue, whole, cover)
-    if enclosed and preset == "packed_monolayer":
+    if enclosed and (
+        preset == "packed_monolayer"
+        or gathered_in_droplets([d.instance for d in droplets], enclosed, (h, w)) < _GATHERED
+    ):
         droplets, why["contents_in_droplets"] = _without_contents(droplets, image, um_per_px, check, enclosed)
+        if preset != "packed_monolayer":
+            # The droplets alone choose, without their contents.
+            whole = np.array([d.equivalent_diameter_px for d in droplets if not d.touches_edge])
+            preset, chosen_by = choose_preset(cue, whole, sum(d.area_px for d in droplets) / float(h * w))
+            why.update(chosen_by)
     return preset, why, droplets
 
 

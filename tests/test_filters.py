@@ -205,3 +205,65 @@ def test_objects_inside_larger_droplets_are_found_and_given_back():
     assert len(kept) == 4 and kept[0] is droplet
     assert droplet.area == int(big.sum())  # the hole and the notch are the droplet's again
     assert enclosed_droplets([droplet], (400, 400)) == {}
+
+
+def _big_droplets_and_small_objects(objects_inside_only: bool, seed: int = 1):
+    """Three droplets 200 px across in a 480x720 bright-field picture, and 36 small round objects
+    (14 px, outlined like small droplets): all inside the droplets (beads carried by them), or
+    spread over the whole field (small droplets, some seen through the large ones)."""
+    from sam_droplet.tools import synthetic
+
+    rng = np.random.default_rng(seed)
+    shape = (480, 720)
+    big = np.array([[130.0, 140.0], [370.0, 300.0], [600.0, 150.0]])
+    small: list[tuple[float, float]] = []
+    while len(small) < 36:
+        if objects_inside_only:
+            cx, cy = big[len(small) % 3]
+            angle, reach = rng.uniform(0, 2 * np.pi), 80 * np.sqrt(rng.uniform())
+            x, y = cx + reach * np.cos(angle), cy + reach * np.sin(angle)
+        else:
+            x, y = rng.uniform(15, shape[1] - 15), rng.uniform(15, shape[0] - 15)
+        if all(np.hypot(x - a, y - b) > 20 for a, b in small):
+            small.append((x, y))
+    centers = np.concatenate([big, np.array(small)])
+    radii = np.concatenate([np.full(3, 100.0), np.full(36, 7.0)])
+    canvas = np.full(shape, 0.7, dtype=np.float32)
+    synthetic._render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
+    return synthetic._finish(canvas, shape, 0.1, 0.02, False, np.uint8, rng)
+
+
+def test_objects_gathered_inside_droplets_are_their_contents():
+    """A few large droplets carrying many beads (the reinjection frames: one droplet 340 px across
+    and 24 beads, reported as 37 "droplets" and no droplet): the objects all lie inside droplets,
+    far beyond chance, so they are contents, though the field is no monolayer. Small droplets
+    spread over the whole field, some of them seen through the large ones, stay droplets."""
+    import sam_droplet as sd
+
+    carried = sd.segment(_big_droplets_and_small_objects(objects_inside_only=True))
+    sizes = sorted(round(d.equivalent_diameter_px) for d in carried.droplets)
+    assert len(sizes) == 3 and min(sizes) > 180, sizes
+    assert carried.summary["preset"]["contents_in_droplets"] >= 24
+
+    spread = sd.segment(_big_droplets_and_small_objects(objects_inside_only=False))
+    assert "contents_in_droplets" not in spread.summary["preset"]
+    small = [d for d in spread.droplets if d.equivalent_diameter_px < 20]
+    assert len(small) >= 24
+    centres = np.array([[130.0, 140.0], [370.0, 300.0], [600.0, 150.0]])
+    seen_through = [d for d in small if np.hypot(*(centres - np.array(d.centroid)).T).min() < 90]
+    assert seen_through  # reported as droplets, not taken for contents
+
+
+def test_a_droplet_seen_through_another_leaves_it_whole():
+    """A droplet seen through a larger one keeps the pixels they share; the larger one is still
+    measured whole (a hole in its mask once cut its area and its circularity, and 30 beads
+    seen through a droplet made the circularity filter remove it)."""
+    big = disk(40)
+    holes = np.zeros_like(big)
+    for y, x in [(20, 20), (40, 50), (60, 30)]:
+        holes[y - 5 : y + 5, x - 5 : x + 5] = True
+    gray = np.full((100, 100), 50.0, np.float32)
+    (whole,) = measure_droplets([Instance(0, 0, big.copy())], gray)
+    (holed,) = measure_droplets([Instance(0, 0, big & ~holes)], gray)
+    assert holed.area_px == whole.area_px and holed.circularity == whole.circularity
+    assert holed.equivalent_diameter_px == whole.equivalent_diameter_px

@@ -15,9 +15,10 @@ a droplet are left out, and with them an object sitting on the droplet's edge.
 The fluorescence path counts objects on a fluorescence picture instead
 (:func:`sam_droplet.engine.fluorescence.count_spots`).
 
-A detector may also have outlined such an object as a small droplet of its own: in a monolayer,
-where nothing can be seen through a droplet, :func:`enclosed_droplets` finds those and
-:func:`absorb_enclosed` gives their pixels back to the droplet that carries them.
+A detector may also have outlined such an object as a small droplet of its own:
+:func:`enclosed_droplets` finds those, :func:`gathered_in_droplets` tells objects carried by
+droplets from small droplets seen through larger ones, and :func:`absorb_enclosed` gives their
+pixels back to the droplet that carries them.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import math
 
 import cv2
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from .instances import Instance, fill_holes
 
-__all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets"]
+__all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "gathered_in_droplets"]
 
 _MIN_PIECES_FOR_TYPICAL = 5
 
@@ -169,6 +170,28 @@ def enclosed_droplets(instances: list[Instance], shape: tuple[int, int], min_rat
         if host >= 0 and host != j and areas[host] >= min_ratio**2 * areas[j]:
             out[j] = host
     return out
+
+
+def gathered_in_droplets(instances: list[Instance], enclosed: dict[int, int], shape: tuple[int, int]) -> float:
+    """How likely it is that the ``enclosed`` objects lie inside droplets by chance (a p-value).
+
+    Droplets seen through larger droplets are a population of their own, spread over the field:
+    as many of them lie inside the larger droplets as those cover of it. Beads and cells are
+    carried by droplets and gather inside them. Of the enclosed objects and the free ones of the
+    same sizes, the chance of at least as many lying inside droplets large enough to hold them,
+    were each placed anywhere (binomial, with the share of the field those droplets cover).
+    """
+    if not enclosed:
+        return 1.0
+    areas = np.array([inst.area for inst in instances], dtype=np.float64)
+    inside = np.array(sorted(enclosed), dtype=np.int64)
+    lo, hi = areas[inside].min(), areas[inside].max()
+    # Droplets that could carry the typical object: 2.5 times its diameter, as enclosed_droplets asks.
+    could_carry = areas >= 2.5**2 * float(np.median(areas[inside]))
+    share = min(float(areas[could_carry].sum()) / float(shape[0] * shape[1]), 1.0)
+    free = np.flatnonzero((areas >= lo) & (areas <= hi) & ~could_carry)
+    n_free = int(np.setdiff1d(free, inside).size)
+    return float(stats.binom.sf(len(inside) - 1, len(inside) + n_free, share))
 
 
 def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list[Instance]:

@@ -8,6 +8,8 @@ contrast-stretched copy.
 The perimeter is the Crofton estimate (4 directions), which is within about 1 % of the true
 perimeter for digital disks from 8 px across, so circularity (4 pi A / P^2) is close to 1 for round
 droplets. Feret diameters are measured on the convex hull of the mask's boundary pixel edges.
+Shape and size are those of the droplet's outline, holes filled: a droplet seen through a larger
+one keeps the pixels they share, and the larger one is still whole.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 from skimage.measure import perimeter_crofton
 
-from .instances import Instance, encode_rle
+from .instances import Instance, encode_rle, fill_holes
 from .sizes import size_distribution, size_populations
 
 __all__ = ["Droplet", "feret_diameters", "measure_droplets", "summarize"]
@@ -185,12 +187,15 @@ def measure_droplets(
     for k, inst in enumerate(instances):
         if check and k % 1024 == 0:
             check("measurement")
-        mask = inst.mask
-        area = int(mask.sum())
-        if area == 0:
+        own = inst.mask
+        if not own.any():
             continue
+        # A droplet is what its outline bounds: a droplet seen through it keeps the pixels they
+        # share (its holes), but they are not missing from it. Intensities are its own pixels'.
+        mask = fill_holes(own)
+        area = int(mask.sum())
         ys, xs = np.nonzero(mask)
-        values = gray[inst.y0 : inst.y1, inst.x0 : inst.x1][mask].astype(np.float64)
+        values = gray[inst.y0 : inst.y1, inst.x0 : inst.x1][own].astype(np.float64)
         padded = np.pad(mask, 1)
         perimeter = float(perimeter_crofton(padded, directions=4))
         circularity = min(4 * math.pi * area / perimeter**2, 1.0) if perimeter > 0 else 0.0

@@ -35,6 +35,7 @@ __all__ = [
     "fluorescence_pair",
     "fluorescent_disks",
     "high_magnification",
+    "large_droplets_with_contents",
     "monolayer_with_contents",
     "noise_only",
     "odd_droplet",
@@ -781,9 +782,57 @@ def fluorescence_pair(
 
 
 # The generators scored by the evaluator and the benchmark, by set name.
+def large_droplets_with_contents(
+    shape: tuple[int, int] = (480, 640),
+    n: int = 3,
+    r_min: float = 60.0,
+    r_max: float = 170.0,
+    objects_mean: float = 12.0,
+    object_radius: float = 6.0,
+    seed: int = 0,
+) -> ContentsScene:
+    """A few large bright-field droplets apart from each other, each carrying a Poisson number of
+    small round objects (beads or cells with a dark rim, like small droplets) spread over its
+    interior: droplets reinjected with beads, seen at high speed. The labels hold the droplets only.
+    """
+    rng = np.random.default_rng(seed)
+    centers, radii = _place_sparse(shape, n, r_min, r_max, 12.0, rng)
+    objects: list[tuple[float, float]] = []
+    contents = np.zeros(len(radii), dtype=np.int64)
+    for i, ((cx, cy), r) in enumerate(zip(centers, radii, strict=True)):
+        placed: list[tuple[float, float]] = []
+        wanted = rng.poisson(objects_mean * (r / 100.0) ** 2)
+        for _ in range(40 * wanted):
+            if len(placed) == wanted:
+                break
+            angle, reach = rng.uniform(0, 2 * np.pi), (r - object_radius - 3.0) * np.sqrt(rng.uniform())
+            x, y = cx + reach * np.cos(angle), cy + reach * np.sin(angle)
+            if all(np.hypot(x - a, y - b) > 2.5 * object_radius for a, b in placed):
+                placed.append((x, y))
+        objects += placed
+        contents[i] = len(placed)
+    canvas = np.full(shape, 0.75, dtype=np.float32)
+    _render_brightfield(canvas, centers, radii, 0.75, 0.77, rim_depth=0.35, rim_width=3.0)
+    if objects:
+        _render_brightfield(
+            canvas, np.asarray(objects), np.full(len(objects), object_radius), 0.77, 0.8, rim_depth=0.55, rim_width=2.5
+        )
+    labels = np.zeros(shape, dtype=np.uint16)
+    _paint_disks(labels, centers, radii)
+    image = _finish(canvas, shape, 0.15, 0.02, bool(rng.integers(2)), np.uint8, rng)
+    present = np.isin(np.arange(1, len(radii) + 1), np.unique(labels))
+    scene = _relabel(image, labels, centers, radii, "large_droplets_with_contents")
+    return ContentsScene(scene, contents[present], object_radius)
+
+
 def _monolayer_with_contents_image(seed: int = 0) -> SyntheticImage:
     """:func:`monolayer_with_contents`' picture and labels (the droplets; the objects are contents)."""
     return monolayer_with_contents(seed=seed).image
+
+
+def _large_droplets_with_contents_image(seed: int = 0) -> SyntheticImage:
+    """:func:`large_droplets_with_contents`' picture and labels (the droplets)."""
+    return large_droplets_with_contents(seed=seed).image
 
 
 EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
@@ -798,6 +847,7 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "condensation": condensation,
     "stretched_emulsion": stretched_emulsion,
     "monolayer_with_contents": _monolayer_with_contents_image,
+    "large_droplets_with_contents": _large_droplets_with_contents_image,
 }
 
 
