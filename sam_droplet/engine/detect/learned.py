@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from ..instances import Instance
 
-__all__ = ["TWICE_SIZE_MAX_PX", "detect_with_net", "foreground_level", "net_maps", "normalize_for_net"]
+__all__ = ["TWICE_SIZE_MAX_PX", "detect_with_net", "foreground_level", "has_small_droplets", "net_maps", "normalize_for_net"]
 
 Check = Callable[[str], None]
 
@@ -259,7 +259,7 @@ def detect_with_net(
         if check:
             check("droplet model")
         found[k] = _at_full_size(fg, decoded, (h, w))
-    if h * w <= TWICE_SIZE_MAX_PX and _has_small_droplets(found[0]):
+    if h * w <= TWICE_SIZE_MAX_PX and has_small_droplets(found[0]):
         found[0] = [inst for inst in found[0] if 2.0 * inst.radius >= _SMALL_CUT]
         found.insert(0, _twice_size_level(norm, loaded, check))
     kept = _judge_levels(found, (h, w))
@@ -270,9 +270,9 @@ def detect_with_net(
     return kept
 
 
-def _has_small_droplets(finest: list[Instance]) -> bool:
+def has_small_droplets(finest: list[Instance]) -> bool:
     """Whether the full-size level found a population of confident droplets under ``_SMALL`` px."""
-    scores = [inst.score for inst in finest if 2.0 * inst.radius < _SMALL]
+    scores = [inst.score for inst in finest if 2.0 * (inst.radius or np.sqrt(inst.area / np.pi)) < _SMALL]
     return len(scores) >= _FINER_COUNT and float(np.median(scores)) >= _FINER_MEDIAN
 
 
