@@ -750,7 +750,7 @@ def _auto_preset(
     """The preset the image chooses by its droplets' look, how much of the field they cover and
     their size spread; and the droplets, without the objects they carry when it is a monolayer.
 
-    Objects found inside a droplet at least 2.5 times their size do not count towards the
+    Objects found inside a droplet at least 2.5 times their size (``CARRIER_RATIO``) do not count towards the
     choice: beads in a monolayer must not make it look polydisperse. Such an object is the
     droplet's content (a bead, a cell, a speck of debris), not a droplet of its own, in a
     monolayer, where nothing is seen through a droplet, and wherever the objects gather inside
@@ -760,11 +760,13 @@ def _auto_preset(
     droplet's). Otherwise (a polydisperse emulsion, several layers deep) it stays a droplet.
     """
     h, w = image.gray.shape
+
+    def choose(chosen_from: list[Droplet]) -> tuple[str, dict[str, Any]]:
+        whole = np.array([d.equivalent_diameter_px for d in chosen_from if not d.touches_edge])
+        return choose_preset(cue, whole, sum(d.area_px for d in chosen_from) / float(h * w))
+
     enclosed = enclosed_droplets([d.instance for d in droplets], (h, w))
-    outer = [d for k, d in enumerate(droplets) if k not in enclosed]
-    whole = np.array([d.equivalent_diameter_px for d in outer if not d.touches_edge])
-    cover = sum(d.area_px for d in outer) / float(h * w)
-    preset, why = choose_preset(cue, whole, cover)
+    preset, why = choose([d for k, d in enumerate(droplets) if k not in enclosed])
     if enclosed and (
         preset == "packed_monolayer"
         or gathered_in_droplets([d.instance for d in droplets], enclosed, (h, w)) < _GATHERED
@@ -772,8 +774,7 @@ def _auto_preset(
         droplets, why["contents_in_droplets"] = _without_contents(droplets, image, um_per_px, check, enclosed)
         if preset != "packed_monolayer":
             # The droplets alone choose, without their contents.
-            whole = np.array([d.equivalent_diameter_px for d in droplets if not d.touches_edge])
-            preset, chosen_by = choose_preset(cue, whole, sum(d.area_px for d in droplets) / float(h * w))
+            preset, chosen_by = choose(droplets)
             why.update(chosen_by)
     return preset, why, droplets
 

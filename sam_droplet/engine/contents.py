@@ -34,6 +34,8 @@ from .instances import Instance, fill_holes
 __all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "gathered_in_droplets"]
 
 _MIN_PIECES_FOR_TYPICAL = 5
+# How many times an object's diameter a droplet must be to carry it.
+CARRIER_RATIO = 2.5
 
 
 def _robust_sd(values: np.ndarray) -> float:
@@ -130,7 +132,9 @@ def count_contents(
     return [sorted(areas.get(int(i), []), reverse=True) for i in ids]
 
 
-def enclosed_droplets(instances: list[Instance], shape: tuple[int, int], min_ratio: float = 2.5) -> dict[int, int]:
+def enclosed_droplets(
+    instances: list[Instance], shape: tuple[int, int], min_ratio: float = CARRIER_RATIO
+) -> dict[int, int]:
     """Objects lying inside a much larger droplet: ``{index of the object: index of its droplet}``.
 
     An object is inside a droplet when its centre lies within the droplet's convex hull (a bead
@@ -156,10 +160,9 @@ def enclosed_droplets(instances: list[Instance], shape: tuple[int, int], min_rat
     # the objects they hold (which may be large enough to hold others themselves).
     hull_of = np.zeros(shape, dtype=np.uint16 if len(instances) < 65535 else np.int32)
     for i in hosts[np.argsort(areas[hosts], kind="stable")].tolist():
-        contours, _ = cv2.findContours(instances[i].mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if contours:
-            offset = np.array([instances[i].x0, instances[i].y0], np.int32)
-            cv2.fillConvexPoly(hull_of, cv2.convexHull(np.concatenate(contours)) + offset, i + 1)
+        hull = _hull_points(instances[i].mask)
+        if hull is not None:
+            cv2.fillConvexPoly(hull_of, hull + np.array([instances[i].x0, instances[i].y0], np.int32), i + 1)
     out: dict[int, int] = {}
     for j, inst in enumerate(instances):
         if areas[j] <= 0 or areas[j] * min_ratio**2 > areas[hosts].max():
@@ -186,8 +189,8 @@ def gathered_in_droplets(instances: list[Instance], enclosed: dict[int, int], sh
     areas = np.array([inst.area for inst in instances], dtype=np.float64)
     inside = np.array(sorted(enclosed), dtype=np.int64)
     lo, hi = areas[inside].min(), areas[inside].max()
-    # Droplets that could carry the typical object: 2.5 times its diameter, as enclosed_droplets asks.
-    could_carry = areas >= 2.5**2 * float(np.median(areas[inside]))
+    # Droplets that could carry the typical object, as enclosed_droplets asks.
+    could_carry = areas >= CARRIER_RATIO**2 * float(np.median(areas[inside]))
     share = min(float(areas[could_carry].sum()) / float(shape[0] * shape[1]), 1.0)
     free = np.flatnonzero((areas >= lo) & (areas <= hi) & ~could_carry)
     n_free = int(np.setdiff1d(free, inside).size)
@@ -216,10 +219,16 @@ def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list
     return [inst for k, inst in enumerate(instances) if k not in enclosed]
 
 
+def _hull_points(mask: np.ndarray) -> np.ndarray | None:
+    """The convex hull of a crop's mask, as points in the crop (None for an empty mask)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.convexHull(np.concatenate(contours)) if contours else None
+
+
 def _hull_mask(mask: np.ndarray) -> np.ndarray:
     """The filled convex hull of a crop's mask."""
     canvas = np.zeros(mask.shape, np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if contours:
-        cv2.fillConvexPoly(canvas, cv2.convexHull(np.concatenate(contours)), 1)
+    hull = _hull_points(mask)
+    if hull is not None:
+        cv2.fillConvexPoly(canvas, hull, 1)
     return canvas.astype(bool)

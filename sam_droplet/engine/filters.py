@@ -99,7 +99,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "auto": Preset(
         "Chosen from each image: a packed monolayer of one droplet size gets the monolayer's filters "
-        "(and what lies inside its droplets is their content), droplets brighter or darker than the "
+        "(and what lies inside its droplets is their content, as it is wherever small objects gather "
+        "inside larger droplets far beyond chance), droplets brighter or darker than the "
         "background theirs, anything else the default's.",
         dict(DEFAULT_FILTERS),
     ),

@@ -781,7 +781,6 @@ def fluorescence_pair(
     return FluorescencePair(bf, np.clip(fl, 0, 65535).astype(np.uint16), positive, objects)
 
 
-# The generators scored by the evaluator and the benchmark, by set name.
 def large_droplets_with_contents(
     shape: tuple[int, int] = (480, 640),
     n: int = 3,
@@ -835,6 +834,7 @@ def _large_droplets_with_contents_image(seed: int = 0) -> SyntheticImage:
     return large_droplets_with_contents(seed=seed).image
 
 
+# The generators scored by the evaluator and the benchmark, by set name.
 EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "packed": packed_monolayer,
     "sparse": sparse_emulsion,
