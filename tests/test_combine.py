@@ -83,6 +83,34 @@ def test_two_touching_droplets_are_not_merged_into_the_model_outline():
     assert len(out) == 2
 
 
+def _bright_bubbles(*masks: np.ndarray) -> np.ndarray:
+    """Bubbles seen as bright rims 3 px thick on a dark background, blurred, a little noise."""
+    img = np.full(SHAPE, 20.0)
+    for mask in masks:
+        img[mask] = 230.0
+        img[cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0] = 40.0
+    img = cv2.GaussianBlur(img, (0, 0), 1.2) + np.random.default_rng(0).normal(0, 3, SHAPE)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_small_bubble_cut_where_its_interior_is_is_one_bubble():
+    """In a small elongated bubble every line across it runs within a few pixels of its rim, so
+    the two halves' outlines lie on edges as much as the whole one's. Where the halves meet, the
+    picture looks like the bubble's interior, not a rim: one bubble cut in two. Two small bubbles
+    touching meet along their rims and stay two."""
+    drop = _ellipse(150, 100, 14, 8)
+    left, right = drop.copy(), drop.copy()
+    left[:, 150:] = False
+    right[:, :150] = False
+    out = combine_detections([_instance(left), _instance(right)], [_instance(drop)], _bright_bubbles(drop))
+    assert len(out) == 1 and out[0].area == int(drop.sum())
+
+    a, b = _ellipse(142, 100, 8, 8), _ellipse(158, 100, 8, 8)
+    b &= ~a
+    out = combine_detections([_instance(a), _instance(b)], [_instance(a | b)], _bright_bubbles(a, b))
+    assert len(out) == 2
+
+
 def test_the_model_adds_droplets_only_where_no_classical_droplet_lies():
     a, b = _ellipse(80, 100, 30, 30), _ellipse(220, 100, 30, 30)
     gray = _picture(a, b)
