@@ -23,7 +23,14 @@ from scipy import ndimage as ndi
 
 from ..instances import Instance
 
-__all__ = ["TWICE_SIZE_MAX_PX", "detect_with_net", "foreground_level", "has_small_droplets", "net_maps", "normalize_for_net"]
+__all__ = [
+    "TWICE_SIZE_MAX_PX",
+    "detect_with_net",
+    "foreground_level",
+    "has_small_droplets",
+    "net_maps",
+    "normalize_for_net",
+]
 
 Check = Callable[[str], None]
 
