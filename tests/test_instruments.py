@@ -117,9 +117,10 @@ def test_original_pipeline_runs_and_render(sam_engine):
 def test_throughput_workers_start_together_and_report_every_stage(tmp_path, random_checkpoint):
     image = tmp_path / "packed.png"
     cv2.imwrite(str(image), synthetic.packed_monolayer(shape=(160, 200), radius=12, seed=2).image)
-    result = measure_throughput([image], random_checkpoint, workers=2, rounds=2)
-    # Two warm workers, two timed passes each over one image.
+    result = measure_throughput([image], random_checkpoint, workers=2, rounds=2, detector="classical")
+    # Two warm workers, two timed passes each over one image, with the detector asked for.
     assert result.segmented == 4 and result.workers == 2 and result.threads_per_worker >= 1
+    assert result.detector == "classical"
     assert result.device == "cpu" and result.precision == "fp32"
     assert result.images_per_second > 0 and result.cpu_seconds_per_image > 0 and result.droplets[0] > 10
     assert {"decode", "detect", "SAM encode", "SAM decode", "measure"} <= set(result.stages_ms)
@@ -128,6 +129,7 @@ def test_throughput_workers_start_together_and_report_every_stage(tmp_path, rand
     assert result.seconds < 3 * result.latency_ms / 1000
     text = "\n".join(render_throughput(result))
     assert "## Sam mode throughput" in text and f"| {result.images_per_second:.2f} | 4 |" in text
+    assert "the classical detector" in text
     assert asdict(result)["cpu_ceiling"] == result.cpu_ceiling
 
 

@@ -519,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes at once")
     parser.add_argument("--rounds", type=int, default=2, help="throughput: timed passes over the images")
+    parser.add_argument(
+        "--detector",
+        choices=("auto", "classical", "net", "combined"),
+        default="auto",
+        help="throughput: what finds the droplets SAM refines",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -547,7 +553,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {args.data}: no such folder")
     if args.throughput_only:
         result = measure_throughput(
-            args.images or throughput_images(tmp, args.data), checkpoint, args.workers, args.rounds, args.timeout
+            args.images or throughput_images(tmp, args.data),
+            checkpoint,
+            args.workers,
+            args.rounds,
+            args.timeout,
+            args.detector,
         )
         lines = [f"Machine: {_describe_machine(_machine())}", "", f"Checkpoint: {described}", ""]
         return _publish("\n".join(lines + render_throughput(result)), asdict(result), args.write)
@@ -600,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_throughput:
         print("sam-mode throughput ...", file=sys.stderr, flush=True)
         report["throughput"] = asdict(
-            measure_throughput(throughput_images(tmp, args.data), checkpoint, args.workers, args.rounds, args.timeout)
+            measure_throughput(
+                throughput_images(tmp, args.data), checkpoint, args.workers, args.rounds, args.timeout, args.detector
+            )
         )
     report["minutes"] = (time.perf_counter() - started) / 60
     return _publish(render(report), report, args.write)

@@ -37,6 +37,8 @@ __all__ = ["ThroughputResult", "child_env", "measure_throughput", "render_throug
 STAGES = {
     "decode": "decode",
     "detect": "detect",
+    "detect_net": "detect (model)",
+    "combine": "combine",
     "refine_encode": "SAM encode",
     "refine_decode": "SAM decode",
     "refine_paste": "paste",
@@ -55,6 +57,7 @@ class ThroughputResult:
         workers: worker processes running at once.
         threads_per_worker: CPU threads given to each worker (torch, OpenCV, detector).
         rounds: timed passes over the images per worker.
+        detector: what found the droplets SAM refined (classical, net or combined).
         device: where SAM ran (``cpu``, or the GPU's name).
         precision: ``fp32``, or the autocast dtype on CUDA.
         segmented: images segmented in the timed passes, all workers together.
@@ -73,6 +76,7 @@ class ThroughputResult:
     workers: int
     threads_per_worker: int
     rounds: int
+    detector: str
     device: str
     precision: str
     segmented: int
@@ -102,11 +106,13 @@ def child_env(threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def run_worker(images: list[Path], checkpoint: Path, rounds: int, threads: int, barrier: Path, workers: int) -> dict:
+def run_worker(
+    images: list[Path], checkpoint: Path, rounds: int, threads: int, barrier: Path, workers: int, detector: str = "auto"
+) -> dict:
     """One worker: load, warm up, wait for the others, then segment ``images`` ``rounds`` times."""
     from ..pipeline import load_model, segment
 
-    engine = load_model(checkpoint, "vit_t", "auto", required=True, torch_threads=threads)
+    engine = load_model(checkpoint, "vit_t", "auto", required=True, torch_threads=threads, detector=detector)
     model = engine.model
     data = [p.read_bytes() for p in images]
 
@@ -151,13 +157,19 @@ def run_worker(images: list[Path], checkpoint: Path, rounds: int, threads: int, 
         "stages": stages,
         "droplets": droplets,
         "prompts": prompts,
+        "detector": engine.resolve_detector(None),
         "device": name,
         "precision": precision,
     }
 
 
 def measure_throughput(
-    images: list[Path], checkpoint: Path, workers: int = 1, rounds: int = 3, timeout: float = 3600
+    images: list[Path],
+    checkpoint: Path,
+    workers: int = 1,
+    rounds: int = 3,
+    timeout: float = 3600,
+    detector: str = "auto",
 ) -> ThroughputResult:
     """Run ``workers`` processes of :func:`run_worker` at once and combine what they measured.
 
@@ -167,12 +179,14 @@ def measure_throughput(
         workers: processes at once; each gets ``cores // workers`` threads (at least 1).
         rounds: timed passes per worker, after one untimed warm-up pass.
         timeout: seconds allowed per worker.
+        detector: what finds the droplets SAM refines (auto, classical, net or combined).
     """
     threads = max((os.cpu_count() or 1) // workers, 1)
     env = child_env(threads)
     with tempfile.TemporaryDirectory(prefix="sam_droplet_throughput_") as barrier:
         cmd = [sys.executable, "-m", "sam_droplet.tools.throughput", "--barrier", barrier, "--workers", str(workers)]
         cmd += ["--checkpoint", str(checkpoint), "--rounds", str(rounds), "--threads", str(threads)]
+        cmd += ["--detector", detector]
         cmd += [str(p.resolve()) for p in images]
         procs = [
             subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -194,6 +208,7 @@ def measure_throughput(
         workers=workers,
         threads_per_worker=threads,
         rounds=rounds,
+        detector=outs[0]["detector"],
         device=outs[0]["device"],
         precision=outs[0]["precision"],
         segmented=segmented,
@@ -215,8 +230,8 @@ def render_throughput(result: ThroughputResult) -> list[str]:
     return [
         "## Sam mode throughput (warm processes)",
         "",
-        f"{r.workers} worker process(es) of {r.threads_per_worker} CPU thread(s), SAM on {r.device} "
-        f"({r.precision}); each worker segments {', '.join(r.images)} in {r.rounds} timed pass(es) after "
+        f"{r.workers} worker process(es) of {r.threads_per_worker} CPU thread(s), the {r.detector} detector, "
+        f"SAM on {r.device} ({r.precision}); each worker segments {', '.join(r.images)} in {r.rounds} timed pass(es) after "
         f"an untimed warm-up pass (droplets per image: {', '.join(str(d) for d in r.droplets)}; SAM prompts: "
         f"{', '.join(str(p) for p in r.prompts)}).",
         "",
@@ -227,8 +242,8 @@ def render_throughput(result: ThroughputResult) -> list[str]:
         "",
         f"Mean ms per image by stage: {stages}.",
         "",
-        "CPU s/image is the process CPU time (all threads) per image. The droplet detector and the "
-        "measurements run on the CPU, so on any GPU a host with C cores segments at most about "
+        "CPU s/image is the process CPU time (all threads) per image. The classical detector and the "
+        "measurements run on the CPU (the droplet model runs on SAM's device), so on any GPU a host with C cores segments at most about "
         "C / (CPU s per image) images per second in sam mode (on CUDA the figure also counts the host's "
         "busy wait for the GPU, so there it understates what the cores allow).",
         "",
@@ -245,8 +260,9 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--barrier", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--detector", default="auto")
     args = parser.parse_args(argv)
-    out = run_worker(args.images, args.checkpoint, args.rounds, args.threads, args.barrier, args.workers)
+    out = run_worker(args.images, args.checkpoint, args.rounds, args.threads, args.barrier, args.workers, args.detector)
     print(json.dumps(out))
     return 0
 
