@@ -111,6 +111,40 @@ def test_a_small_bubble_cut_where_its_interior_is_is_one_bubble():
     assert len(out) == 2
 
 
+def _faint_bubble_with_highlights() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """A bubble with a faint rim and two bright crescent highlights inside it (strong edges)."""
+    bubble = _ellipse(150, 100, 40, 40)
+    img = np.full(SHAPE, 30.0)
+    img[bubble] = 45.0
+    crescents = []
+    for cx in (128, 172):  # left and right, each between the rim and a disk 14 px inside it
+        crescent = bubble & _ellipse(cx, 100, 14, 24) & ~_ellipse(150, 100, 26, 26)
+        img[crescent] = 220.0
+        crescents.append(crescent)
+    gray = cv2.GaussianBlur(img, (0, 0), 1.0) + np.random.default_rng(0).normal(0, 2, SHAPE)
+    return np.clip(gray, 0, 255).astype(np.uint8), bubble, crescents
+
+
+def test_highlights_without_a_centre_of_their_own_are_pieces_of_the_model_droplet():
+    """A faint bubble's bright highlights are outlined by the classical detector on strong edges,
+    which the model's outline along the faint rim cannot match. The model sees one centre, the
+    bubble's: the highlights have none of their own, so the bubble is one droplet. Two droplets
+    inside a larger model outline, each with its own centre, stay two."""
+    gray, bubble, crescents = _faint_bubble_with_highlights()
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    centerness = [np.clip(1 - np.hypot(xx - 150, yy - 100) / 40, 0, 1).astype(np.float32)]
+    foreground = [np.where(bubble, 0.95, 0.05).astype(np.float32)]
+    pieces, model = [_instance(c) for c in crescents], _instance(bubble)
+    # The edges alone keep the highlights: without the centerness maps they stay.
+    assert combine_detections(pieces, [model], gray, foreground) == pieces
+    assert combine_detections(pieces, [model], gray, foreground, centerness) == [model]
+
+    # The same pieces, each with a centre of its own (two droplets seen inside a larger one).
+    centres = [np.argwhere(c).mean(axis=0) for c in crescents]
+    own = np.maximum.reduce([np.clip(1 - np.hypot(xx - x, yy - y) / 8, 0, 1) for y, x in centres])
+    assert combine_detections(pieces, [model], gray, foreground, [own.astype(np.float32)]) == pieces
+
+
 def test_the_model_adds_droplets_only_where_no_classical_droplet_lies():
     a, b = _ellipse(80, 100, 30, 30), _ellipse(220, 100, 30, 30)
     gray = _picture(a, b)
