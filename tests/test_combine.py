@@ -128,7 +128,8 @@ def _faint_bubble_with_highlights() -> tuple[np.ndarray, np.ndarray, list[np.nda
 def test_highlights_without_a_centre_of_their_own_are_pieces_of_the_model_droplet():
     """A faint bubble's bright highlights are outlined by the classical detector on strong edges,
     which the model's outline along the faint rim cannot match. The model sees one centre, the
-    bubble's: the highlights have none of their own, so the bubble is one droplet. Two droplets
+    bubble's: the highlights have none of their own, so the bubble is one droplet, whether the
+    classical detector outlined two highlights or one. Two droplets
     inside a larger model outline, each with its own centre, stay two."""
     gray, bubble, crescents = _faint_bubble_with_highlights()
     yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
@@ -138,6 +139,9 @@ def test_highlights_without_a_centre_of_their_own_are_pieces_of_the_model_drople
     # The edges alone keep the highlights: without the centerness maps they stay.
     assert combine_detections(pieces, [model], gray, foreground) == pieces
     assert combine_detections(pieces, [model], gray, foreground, centerness) == [model]
+    # One highlight alone is a piece too.
+    assert pieces[0] in combine_detections(pieces[:1], [model], gray, foreground)
+    assert combine_detections(pieces[:1], [model], gray, foreground, centerness) == [model]
 
     # The same pieces, each with a centre of its own (two droplets seen inside a larger one).
     centres = [np.argwhere(c).mean(axis=0) for c in crescents]
