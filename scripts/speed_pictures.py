@@ -9,23 +9,14 @@
 import sys
 from pathlib import Path
 
-import cv2
-
 from sam_droplet.tools import synthetic
 
 
-def write(folder: Path, name: str, picture: synthetic.SyntheticImage) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = picture.image[..., ::-1] if picture.image.ndim == 3 else picture.image  # OpenCV writes BGR
-    cv2.imwrite(str(folder / f"{name}.png"), pixels)
-    cv2.imwrite(str(folder / f"{name}_labels.png"), picture.labels)
-
-
 def main(out: Path) -> None:
-    write(out / "warm", "1", synthetic.sparse_emulsion(shape=(600, 800), n=30, seed=1))
+    synthetic.sparse_emulsion(shape=(600, 800), n=30, seed=1).write(out / "warm", "1")
     for seed in (3, 4, 5):
-        write(out / "field", str(seed), synthetic.sparse_emulsion(shape=(1700, 2200), n=300, seed=seed))
-    write(out / "packed2200", "3", synthetic.packed_monolayer(shape=(1700, 2200), radius=14.0, seed=3))
+        synthetic.sparse_emulsion(shape=(1700, 2200), n=300, seed=seed).write(out / "field", str(seed))
+    synthetic.packed_monolayer(shape=(1700, 2200), radius=14.0, seed=3).write(out / "packed2200", "3")
     synthetic.write_sets(out / "syn", (3, 4))
 
 

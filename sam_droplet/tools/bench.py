@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import DETECTORS
 from .throughput import ThroughputResult, child_env, measure_throughput, render_throughput
 
 __all__ = ["decoder_costs", "main", "markdown_table", "original_pipeline", "render"]
@@ -521,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="throughput: timed passes over the images")
     parser.add_argument(
         "--detector",
-        choices=("auto", "classical", "net", "combined"),
+        choices=DETECTORS,
         default="auto",
         help="throughput: what finds the droplets SAM refines",
     )

@@ -70,6 +70,17 @@ class SyntheticImage:
     def count(self) -> int:
         return len(self.radii)
 
+    def write(self, folder: Path, name: str) -> Path:
+        """Write ``<folder>/<name>.png`` and ``<name>_labels.png`` (the evaluator's pair); the picture's path."""
+        import cv2
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = self.image[..., ::-1] if self.image.ndim == 3 else self.image  # OpenCV writes BGR
+        cv2.imwrite(str(folder / f"{name}.png"), pixels)
+        cv2.imwrite(str(folder / f"{name}_labels.png"), self.labels)
+        return folder / f"{name}.png"
+
 
 def _illumination(shape: tuple[int, int], strength: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative illumination field: a tilted plane times a radial vignette."""
@@ -863,8 +874,6 @@ def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None =
     Returns:
         The folder of each kind.
     """
-    import cv2
-
     kinds = list(kinds) if kinds is not None else list(EVALUATION_SETS)
     unknown = sorted(set(kinds) - set(EVALUATION_SETS))
     if unknown:
@@ -875,10 +884,7 @@ def write_sets(folder: Path, seeds: Iterable[int], kinds: Iterable[str] | None =
         sub = Path(folder) / kind
         sub.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
-            img = EVALUATION_SETS[kind](seed=seed)
-            pixels = img.image[..., ::-1] if img.image.ndim == 3 else img.image  # OpenCV writes BGR
-            cv2.imwrite(str(sub / f"{seed}.png"), pixels)
-            cv2.imwrite(str(sub / f"{seed}_labels.png"), img.labels)
+            EVALUATION_SETS[kind](seed=seed).write(sub, str(seed))
         out[kind] = sub
     return out
 

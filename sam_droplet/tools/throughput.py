@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import DETECTORS
+
 __all__ = ["ThroughputResult", "child_env", "measure_throughput", "render_throughput", "run_worker"]
 
 # Pipeline stages (timing keys of a result) and how the report names them.
@@ -260,7 +262,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--barrier", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--detector", default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default="auto")
     args = parser.parse_args(argv)
     out = run_worker(args.images, args.checkpoint, args.rounds, args.threads, args.barrier, args.workers, args.detector)
     print(json.dumps(out))

@@ -303,7 +303,7 @@ def combine_detections(
     for (ci, fj), ahead, alike in zip(groups, lead, same, strict=True):
         if alike:
             replace = model_convention
-        elif len(fj) == 1 and 0 < sum(centre[i] < _OWN_CENTRE for i in ci) >= len(ci) - 1:
+        elif len(fj) == 1 and sum(centre[i] < _OWN_CENTRE for i in ci) >= max(1, len(ci) - 1):
             # Pieces of one droplet (a bubble's highlights, crescents along a faint rim): at most
             # one of them holds a centre, the droplet's own, and at least one holds none. Their
             # outlines follow the highlights' strong edges, so the edge test would keep them.
