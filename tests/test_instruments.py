@@ -177,11 +177,14 @@ def test_hostile_looks_are_generated_with_exact_truth():
     assert ratio(empty.image) < ratio(white.image)  # correlated noise hides from the finest scale
 
 
-@pytest.mark.parametrize("kind", ["touching_pair", "boiling_bubbles", "condensation", "stretched_emulsion"])
+@pytest.mark.parametrize(
+    "kind", ["touching_pair", "boiling_bubbles", "condensation", "stretched_emulsion", "emulsion_micrograph"]
+)
 def test_the_other_looks_are_generated_with_exact_truth(kind):
     """Generated stand-ins for the kinds issue 18 is judged on: two large droplets pressed together
     under a burnt-in timestamp and scale bar, small boiling bubbles with a dark band, colour
-    condensation with specular highlights, a stretched emulsion. Every droplet's label holds its
+    condensation with specular highlights, a stretched emulsion, an emulsion through a thick sample
+    (droplets in and out of focus, uneven light, debris). Every droplet's label holds its
     centre (where that lies in the picture), and the overlays are never labelled."""
     import numpy as np
 

@@ -32,6 +32,7 @@ __all__ = [
     "condensation",
     "dense_small",
     "droplets_with_beads",
+    "emulsion_micrograph",
     "fluorescence_pair",
     "fluorescent_disks",
     "high_magnification",
@@ -288,6 +289,123 @@ def sparse_emulsion(
     _paint_disks(labels, centers, radii)
     image = _finish(canvas, shape, gradient, noise, rgb, dtype, rng)
     return _relabel(image, labels, centers, radii, "sparse_emulsion")
+
+
+def _uneven_field(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A bright-field microscope's uneven light: a vignette off-centre, sometimes the dark, soft
+    edge of a large out-of-focus object or of the aperture across part of the field, and blotches
+    (a multiplicative field, about 1 where the light is full)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+    reach = rng.uniform(0.6, 1.2) * np.hypot(h, w) / 2
+    field = 1.0 - rng.uniform(0.1, 0.6) * np.clip(np.hypot(xx - cx, yy - cy) / reach, 0, 1.5) ** 2
+    if rng.random() < 0.5:
+        # A dark disc with a soft edge (its centre anywhere, even outside the picture).
+        dx, dy = rng.uniform(-0.3, 1.3) * w, rng.uniform(-0.3, 1.3) * h
+        radius, soft = rng.uniform(0.25, 0.6) * max(h, w), rng.uniform(0.03, 0.12) * max(h, w)
+        inside = 1.0 / (1.0 + np.exp((np.hypot(xx - dx, yy - dy) - radius) / soft))
+        field *= 1.0 - rng.uniform(0.4, 0.75) * inside
+    field *= 1.0 + rng.uniform(0.02, 0.08) * _smooth_field(shape, rng.uniform(30, 120), rng)
+    return np.clip(field, 0.05, None).astype(np.float32)
+
+
+def _droplet_transmission(
+    r: float, blur: float, lens: float, rim_depth: float, rim_width: float, shade: float, angle: float
+) -> tuple[np.ndarray, int]:
+    """How much light one bright-field droplet lets through (1 = none taken), on a square patch
+    around it, and the patch's half-width: a lens-brightened interior, a dark refraction rim heavier
+    on one side (oblique light), and the whole blurred by ``blur`` px where it is out of focus."""
+    import cv2
+
+    half = int(np.ceil(r + 3 * blur + 4))
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
+    dist = np.hypot(xx, yy)
+    signed = dist - r
+    rho2 = np.clip(dist / r, 0, 1) ** 2
+    cover = np.clip(0.5 - signed, 0.0, 1.0)
+    t = 1.0 + cover * (lens * (1.0 - rho2) + 0.02)
+    side = 1.0 + shade * (np.cos(angle) * xx + np.sin(angle) * yy) / max(dist.max(), 1.0)
+    inner, outer = min(rim_width, 0.45 * r), 0.9
+    x = signed + 0.536 * outer
+    ring = np.where(x < 0, np.exp(-((x / inner) ** 2)), np.exp(-((x / outer) ** 2)))
+    t = t * (1.0 - np.clip(rim_depth * side, 0, 0.95) * ring)
+    if blur > 0.3:
+        t = cv2.GaussianBlur(t, (0, 0), blur)
+    return t.astype(np.float32), half
+
+
+def emulsion_micrograph(
+    shape: tuple[int, int] = (850, 1100),
+    n: int = 90,
+    r_median: float = 10.0,
+    r_max: float = 140.0,
+    defocused: float = 0.35,
+    noise: float = 0.015,
+    rgb: bool = True,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> SyntheticImage:
+    """A polydisperse emulsion in bright field as a microscope sees it through a thick sample:
+    droplets of log-normal sizes at different depths, so some sharp (a dark rim around a
+    lens-bright interior, heavier on one side under oblique light) and some out of focus (soft
+    blobs, brighter or darker than around them); under uneven light (an off-centre vignette,
+    sometimes a large dark soft-edged region, blotches) with debris (small specks and clumps that
+    are not droplets). Every droplet is labelled, out of focus too, except those under 4 px across.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    wanted = np.sort(np.clip(r_median * np.exp(rng.normal(0.0, 0.8, n)), 2.0, r_max))[::-1]
+    centers: list[tuple[float, float]] = []
+    radii: list[float] = []
+    for r in wanted:  # the largest first, then the others wherever they fit
+        for _ in range(200):
+            x, y = rng.uniform(-0.4 * r, w + 0.4 * r), rng.uniform(-0.4 * r, h + 0.4 * r)
+            if not radii or np.all(
+                np.hypot(np.asarray(centers)[:, 0] - x, np.asarray(centers)[:, 1] - y) > np.asarray(radii) + r + 1.0
+            ):
+                centers.append((x, y))
+                radii.append(float(r))
+                break
+    c, rr = np.asarray(centers, dtype=np.float64).reshape(-1, 2), np.asarray(radii, dtype=np.float64)
+    transmission = np.ones(shape, np.float32)
+    for (cx, cy), r in zip(c, rr, strict=True):
+        # Out of focus: blurred, yet with an edge still seen (fainter ones are not labelled in real
+        # sets), and brighter or darker than around it by a tenth to a third.
+        blur = rng.uniform(0.05, 0.12) * r + rng.uniform(0.5, 2) if rng.random() < defocused else rng.uniform(0, 0.8)
+        sharp = blur < 1.0
+        t, half = _droplet_transmission(
+            r,
+            blur,
+            lens=rng.uniform(0.05, 0.35) if sharp else rng.choice([-1, 1]) * rng.uniform(0.1, 0.3),
+            rim_depth=rng.uniform(0.25, 0.7) if sharp else rng.uniform(0.2, 0.5),
+            rim_width=rng.uniform(1.5, 3.0 + 0.08 * r),
+            shade=rng.uniform(0.0, 0.8),
+            angle=rng.uniform(0, 2 * np.pi),
+        )
+        x0, y0 = round(cx) - half, round(cy) - half
+        ya, xa, yb, xb = max(y0, 0), max(x0, 0), min(y0 + t.shape[0], h), min(x0 + t.shape[1], w)
+        if ya < yb and xa < xb:
+            transmission[ya:yb, xa:xb] *= t[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    # Debris: specks and clumps that absorb light; not droplets.
+    debris = np.ones(shape, np.float32)
+    for _ in range(int(rng.integers(20, 120))):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        axes = (int(rng.integers(1, 4)), int(rng.integers(1, 3)))
+        cv2.ellipse(debris, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.5, 0.9)), -1)
+    clumps = _smooth_field(shape, rng.uniform(3, 6), rng) > rng.uniform(2.6, 3.2)
+    debris[clumps] *= rng.uniform(0.75, 0.95)
+    debris = cv2.GaussianBlur(debris, (0, 0), 0.7)
+    canvas = rng.uniform(0.6, 0.85) * _uneven_field(shape, rng) * transmission * debris
+    # Shot noise: less where less light comes through.
+    canvas += np.sqrt(np.clip(canvas, 0, None) / 0.7) * _sensor_noise(shape, noise, rng.uniform(0, 1.5), rng)
+    labels = np.zeros(shape, dtype=np.uint16)
+    seen = rr >= 2.0
+    _paint_disks(labels, c[seen], rr[seen])
+    image = _finish(canvas, shape, 0.0, 0.0, rgb, dtype, rng)
+    return _relabel(image, labels, c[seen], rr[seen], "emulsion_micrograph")
 
 
 def fluorescent_disks(
@@ -857,6 +975,7 @@ EVALUATION_SETS: dict[str, Callable[..., SyntheticImage]] = {
     "bright_bubbles": bright_bubbles,
     "condensation": condensation,
     "stretched_emulsion": stretched_emulsion,
+    "emulsion_micrograph": emulsion_micrograph,
     "monolayer_with_contents": _monolayer_with_contents_image,
     "large_droplets_with_contents": _large_droplets_with_contents_image,
 }
