@@ -349,9 +349,10 @@ def emulsion_micrograph(
     """A polydisperse emulsion in bright field as a microscope sees it through a thick sample:
     droplets of log-normal sizes at different depths, so some sharp (a dark rim around a
     lens-bright interior, heavier on one side under oblique light) and some out of focus (soft
-    blobs, brighter or darker than around them); under uneven light (an off-centre vignette,
-    sometimes a large dark soft-edged region, blotches) with debris (small specks and clumps that
-    are not droplets). Every droplet is labelled, out of focus too, except those under 4 px across.
+    discs whose edge still shows, brighter or darker than around them); under uneven light (an
+    off-centre vignette, sometimes a large dark soft-edged region, blotches) with debris (small
+    specks and clumps that are not droplets). Every droplet is labelled, out of focus too; the
+    smallest are 4 px across.
     """
     import cv2
 
@@ -361,11 +362,10 @@ def emulsion_micrograph(
     centers: list[tuple[float, float]] = []
     radii: list[float] = []
     for r in wanted:  # the largest first, then the others wherever they fit
+        placed, reach = np.asarray(centers).reshape(-1, 2), np.asarray(radii) + r + 1.0
         for _ in range(200):
             x, y = rng.uniform(-0.4 * r, w + 0.4 * r), rng.uniform(-0.4 * r, h + 0.4 * r)
-            if not radii or np.all(
-                np.hypot(np.asarray(centers)[:, 0] - x, np.asarray(centers)[:, 1] - y) > np.asarray(radii) + r + 1.0
-            ):
+            if np.all(np.hypot(placed[:, 0] - x, placed[:, 1] - y) > reach):
                 centers.append((x, y))
                 radii.append(float(r))
                 break
@@ -402,10 +402,9 @@ def emulsion_micrograph(
     # Shot noise: less where less light comes through.
     canvas += np.sqrt(np.clip(canvas, 0, None) / 0.7) * _sensor_noise(shape, noise, rng.uniform(0, 1.5), rng)
     labels = np.zeros(shape, dtype=np.uint16)
-    seen = rr >= 2.0
-    _paint_disks(labels, c[seen], rr[seen])
+    _paint_disks(labels, c, rr)
     image = _finish(canvas, shape, 0.0, 0.0, rgb, dtype, rng)
-    return _relabel(image, labels, c[seen], rr[seen], "emulsion_micrograph")
+    return _relabel(image, labels, c, rr, "emulsion_micrograph")
 
 
 def fluorescent_disks(
