@@ -127,6 +127,19 @@ def _paint_disks(labels: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> 
         labels[y0:y1, x0:x1][inside] = i + 1
 
 
+# A refraction rim's sharp outer flank is this wide (px); its minimum lies this far inside the edge,
+# which puts the quarter-climb back to the outside on the edge itself.
+_RIM_OUTER = 0.9
+_RIM_OFFSET = 0.536 * _RIM_OUTER
+
+
+def _rim(signed: np.ndarray, inner: float) -> np.ndarray:
+    """A bright-field droplet's refraction rim, 0-1, at ``signed`` px from its edge (< 0 inside):
+    darkening gradually from ``inner`` px inside and ending sharply at the edge."""
+    x = signed + _RIM_OFFSET
+    return np.where(x < 0, np.exp(-((x / inner) ** 2)), np.exp(-((x / _RIM_OUTER) ** 2)))
+
+
 def _render_brightfield(
     canvas: np.ndarray,
     centers: np.ndarray,
@@ -143,8 +156,6 @@ def _render_brightfield(
     rim's outer flank, where the intensity has climbed a quarter of the way back to the outside.
     """
     h, w = canvas.shape
-    outer = 0.9  # width of the rim's sharp outer flank, px
-    offset = 0.536 * outer  # rim minimum this far inside the edge puts the quarter-climb on the edge
     for (cx, cy), r in zip(centers, radii, strict=True):
         pad = 3.0
         x0, x1 = max(int(np.floor(cx - r - pad)), 0), min(int(np.ceil(cx + r + pad)) + 1, w)
@@ -161,9 +172,7 @@ def _render_brightfield(
         cover = np.clip(0.5 - signed, 0.0, 1.0)
         patch = canvas[y0:y1, x0:x1]
         base = cover * inside_value + (1.0 - cover) * patch
-        x = signed + offset
-        ring = np.where(x < 0, np.exp(-((x / inner) ** 2)), np.exp(-((x / outer) ** 2)))
-        patch[:] = base * (1.0 - rim_depth * ring)
+        patch[:] = base * (1.0 - rim_depth * _rim(signed, inner))
 
 
 def _hex_lattice(
@@ -326,10 +335,7 @@ def _droplet_transmission(
     cover = np.clip(0.5 - signed, 0.0, 1.0)
     t = 1.0 + cover * (lens * (1.0 - rho2) + 0.02)
     side = 1.0 + shade * (np.cos(angle) * xx + np.sin(angle) * yy) / max(dist.max(), 1.0)
-    inner, outer = min(rim_width, 0.45 * r), 0.9
-    x = signed + 0.536 * outer
-    ring = np.where(x < 0, np.exp(-((x / inner) ** 2)), np.exp(-((x / outer) ** 2)))
-    t = t * (1.0 - np.clip(rim_depth * side, 0, 0.95) * ring)
+    t = t * (1.0 - np.clip(rim_depth * side, 0, 0.95) * _rim(signed, min(rim_width, 0.45 * r)))
     if blur > 0.3:
         t = cv2.GaussianBlur(t, (0, 0), blur)
     return t.astype(np.float32), half
