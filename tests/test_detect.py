@@ -334,6 +334,34 @@ def test_background_noise_is_read_per_level_where_no_droplet_is():
     assert background_noise(levels, *covered) is None
 
 
+def test_even_illumination_reads_contrast_as_a_share_of_the_local_light():
+    """The same droplet rim, once where all the light reaches and once where a fifth does, has the
+    same contrast after evening out; a fluorescence picture (a dim, even background around bright
+    droplets) is only rescaled; the gain of the picture changes nothing."""
+    from sam_droplet.engine.detect.normalize import even_illumination
+
+    h, w = 600, 900
+    xx = np.mgrid[0:h, 0:w][1].astype(np.float32)
+    light = 1.0 - 0.8 * np.clip((xx - 300) / 300, 0, 1)  # full light on the left third, a fifth on the right
+    scene = np.ones((h, w), np.float32)
+    for cx in (150, 750):  # a droplet in full light, one in the dark
+        cv2.circle(scene, (cx, 300), 40, 0.6, 3)
+    seen = 200.0 * light * scene
+    even = even_illumination(seen)
+
+    def rim_contrast(cx: int) -> float:
+        return float(np.median(even[300, cx + 50 : cx + 70]) - even[300, cx + 40])
+
+    assert rim_contrast(750) == pytest.approx(rim_contrast(150), rel=0.1)
+    assert rim_contrast(150) == pytest.approx(0.4, rel=0.1)  # the rim takes 40 % of the light
+    assert np.allclose(even_illumination(3.0 * seen), even, atol=1e-4)
+
+    fluorescence = np.full((h, w), 10.0, np.float32)
+    for cx in range(100, 900, 200):
+        cv2.circle(fluorescence, (cx, 300), 40, 200.0, -1)
+    assert np.corrcoef(even_illumination(fluorescence).ravel(), fluorescence.ravel())[0, 1] > 0.99
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pixel_noise_is_not_found_as_droplets(seed):
     """A picture with no droplet: textured background, out-of-focus blobs and sensor noise. White

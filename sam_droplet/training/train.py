@@ -71,7 +71,7 @@ def evaluate_net(loaded: Any, items: list[LabelledImage]) -> dict[str, float]:
 
     tp = fp = fn = 0
     for item in items:
-        instances, _ = resolve_overlaps(detect_with_net(item.image, loaded))
+        instances, _ = resolve_overlaps(detect_with_net(item.image, loaded, even_light=False))
         pred = paint_labels(instances, item.labels.shape)
         m = match_instances(item.labels, pred)
         tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn

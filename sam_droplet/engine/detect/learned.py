@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..instances import Instance
+from .normalize import even_illumination
 
 __all__ = [
     "TWICE_SIZE_MAX_PX",
@@ -226,6 +227,7 @@ def detect_with_net(
     check: Check | None = None,
     foreground: list[np.ndarray] | None = None,
     centerness: list[np.ndarray] | None = None,
+    even_light: bool = True,
 ) -> list[Instance]:
     """Droplets of any size in ``gray`` (HxW, any dtype) found by the droplet model.
 
@@ -236,13 +238,16 @@ def detect_with_net(
         foreground: when given, receives each pyramid level's inside-a-droplet probability map,
             finest (full size) first (see :func:`foreground_level`).
         centerness: when given, receives each pyramid level's centerness map, in the same order.
+        even_light: divide the picture by the light reaching each place first
+            (:func:`~sam_droplet.engine.detect.normalize.even_illumination`); training's validation
+            passes False, as the model is trained on pictures as they are.
 
     Returns:
         Instances (``source='detector'``) with centre, radius and score set; several levels may
         report the same droplet, so resolve overlaps afterwards
         (:func:`sam_droplet.engine.instances.resolve_overlaps`).
     """
-    norm = normalize_for_net(gray)
+    norm = normalize_for_net(even_illumination(gray) if even_light else gray)
     h, w = norm.shape
     levels = 1
     while min(h, w) / 2**levels >= _MIN_LEVEL_SIDE and levels < 8:

@@ -1,4 +1,5 @@
-"""The image the detector works on: intensities normalised to [0, 1], the pixel noise, a pyramid.
+"""The image the detector works on: light evened out, intensities normalised to [0, 1], the pixel
+noise, a pyramid.
 
 All intensities in the detector are this normalised copy, used only to find droplets; measurements
 use the original pixels (:mod:`sam_droplet.engine.measure`).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["background_noise", "noise_sigma", "normalize_intensity", "pyramid"]
+__all__ = ["background_noise", "even_illumination", "light_level", "noise_sigma", "normalize_intensity", "pyramid"]
 
 
 def normalize_intensity(gray: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -31,6 +32,58 @@ def normalize_intensity(gray: np.ndarray, low: float = 0.5, high: float = 99.5) 
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     out = (np.nan_to_num(gray.astype(np.float32)) - lo) * scale
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+# The light level is a median over windows an eighth of the picture's shorter side (at least
+# _MIN_WINDOW px): vignetting and the shadows of large out-of-focus objects change over that scale,
+# a droplet's rim (a few px) far below it, and a median over several droplets reads the background.
+_WINDOW_SHARE = 1 / 8
+_MIN_WINDOW = 160
+_WINDOW_STEPS = 24  # the median runs on a picture shrunk so that a window spans this many pixels
+# Light under this share of the picture's bright level (its 99.5th percentile) is not light to
+# divide by: a dark-field picture (fluorescence, background-subtracted bubbles) has its whole
+# background there, at most about a tenth of its droplets' brightness.
+_FLOOR_SHARE = 0.15
+
+
+def light_level(gray: np.ndarray) -> np.ndarray:
+    """The light that reaches each place of ``gray`` (float32, HxW; zero is no light, as a
+    camera's black level): a median over windows of an eighth of the shorter side
+    (:data:`_WINDOW_SHARE`), smoothed.
+    """
+    g = np.clip(np.nan_to_num(np.asarray(gray, dtype=np.float32)), 0.0, None)
+    h, w = g.shape
+    window = max(min(h, w) * _WINDOW_SHARE, _MIN_WINDOW)
+    step = max(1, round(window / _WINDOW_STEPS))
+    small = cv2.resize(g, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    top = float(small.max())
+    if top <= 0:
+        return np.zeros_like(g)
+    # cv2's median takes windows this wide only in 8 bit; 256 levels are plenty for a light level.
+    small8 = np.round(small * (255.0 / top)).astype(np.uint8)
+    k = min(_WINDOW_STEPS + 1, (min(small8.shape) - 1) | 1)
+    median = cv2.medianBlur(small8, k) if k >= 3 else small8
+    smooth = cv2.GaussianBlur(median.astype(np.float32), (0, 0), k / 3) * (top / 255.0)
+    return cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def even_illumination(gray: np.ndarray) -> np.ndarray:
+    """``gray`` divided by its :func:`light_level`: a droplet's contrast is a share of the light
+    that reaches it, so after this a droplet in a dark corner or in the shadow of a large
+    out-of-focus object stands out as much as one in the bright centre.
+
+    Places with less light than 15 % of the picture's bright level are divided as if they had
+    that much: in a dark-field picture (fluorescence, background-subtracted bubbles) no place has
+    more, so it is only rescaled, and a deep shadow is not amplified without bound. A picture with
+    negative values is first shifted so that its darkest value is zero. Intensities are in units
+    of the local light level (float32, HxW), whatever the picture's gain.
+    """
+    g = np.nan_to_num(np.asarray(gray, dtype=np.float32))
+    g = g - min(0.0, float(g.min()))
+    floor = _FLOOR_SHARE * float(np.percentile(g[::4, ::4], 99.5))
+    if floor <= 0:
+        return g
+    return g / np.maximum(light_level(g), floor)
 
 
 def noise_sigma(norm: np.ndarray, block: int = 16) -> float:
