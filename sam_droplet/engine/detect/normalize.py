@@ -51,7 +51,11 @@ def light_level(gray: np.ndarray) -> np.ndarray:
     camera's black level): a median over windows of an eighth of the shorter side
     (:data:`_WINDOW_SHARE`), smoothed.
     """
-    g = np.clip(np.nan_to_num(np.asarray(gray, dtype=np.float32)), 0.0, None)
+    return _light_level(np.clip(np.nan_to_num(np.asarray(gray, dtype=np.float32)), 0.0, None))
+
+
+def _light_level(g: np.ndarray) -> np.ndarray:
+    """:func:`light_level` of a picture already finite and non-negative (float32)."""
     h, w = g.shape
     window = max(min(h, w) * _WINDOW_SHARE, _MIN_WINDOW)
     step = max(1, round(window / _WINDOW_STEPS))
@@ -78,12 +82,16 @@ def even_illumination(gray: np.ndarray) -> np.ndarray:
     negative values is first shifted so that its darkest value is zero. Intensities are in units
     of the local light level (float32, HxW), whatever the picture's gain.
     """
-    g = np.nan_to_num(np.asarray(gray, dtype=np.float32))
-    g = g - min(0.0, float(g.min()))
+    g = np.asarray(gray, dtype=np.float32)
+    if not np.isfinite(g).all():
+        g = np.nan_to_num(g)
+    darkest = float(g.min())
+    if darkest < 0:
+        g = g - darkest
     floor = _FLOOR_SHARE * float(np.percentile(g[::4, ::4], 99.5))
     if floor <= 0:
-        return g
-    return g / np.maximum(light_level(g), floor)
+        return g.copy()
+    return g / np.maximum(_light_level(g), floor)
 
 
 def noise_sigma(norm: np.ndarray, block: int = 16) -> float:
