@@ -74,6 +74,19 @@ def test_on_a_tie_the_outermost_outline_is_the_droplets():
     assert combine_detections([classical], [model], gray) == [classical]
 
 
+def test_on_a_tie_a_classical_outline_a_pixel_outside_the_models_rim_is_still_enclosed():
+    """The classical outline of one end of an elongated bright bubble runs a pixel outside the
+    model's outline along the rim (the two set it on either side of the rim's edge): that band is
+    an eighth of the piece's pixels, yet the piece lies inside the model's bubble, which wins."""
+    bubble = _ellipse(150, 100, 30, 12)
+    gray = _bright_bubbles(bubble)
+    piece = cv2.dilate(bubble.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) > 0
+    piece[:, 135:] = False
+    assert np.count_nonzero(piece & ~bubble) > 0.1 * np.count_nonzero(piece)
+    classical, model = _instance(piece), _instance(bubble)
+    assert combine_detections([classical], [model], gray) == [model]
+
+
 def test_two_touching_droplets_are_not_merged_into_the_model_outline():
     a, b = _ellipse(110, 100, 40, 40), _ellipse(190, 100, 40, 40)
     gray = _picture(a, b)

@@ -7,8 +7,9 @@ detector's own score says which is right, so the image decides: a true outline r
 intensity edge over its whole length, and a cut through a droplet's interior does not. Each group
 of overlapping droplets keeps the outlines (classical or model) more of whose length lies on an
 edge; on a tie the classical ones stay, since they follow rims to the pixel, unless the model's enclose
-them and are clearly larger: a droplet is bounded by its outermost edge, and a classical outline
-inside it follows the inner side of a thick rim (bright bubbles) or a lens highlight. The model's
+them (to within a pixel, where the two set the outline on the rim) and are clearly larger: a
+droplet is bounded by its outermost edge, and a classical outline inside it follows the inner side
+of a thick rim (bright bubbles), a lens highlight, or one end of an elongated bubble. The model's
 outline also wins a tie where the classical droplets it holds meet along a line that looks like
 its interior, not a rim: in a small elongated bubble every line across lies near the rim, so the
 edge test cannot see the cut, but the picture can (two droplets touching meet along their rims).
@@ -62,6 +63,12 @@ _BACKGROUND = 0.2  # a droplet only the classical detector found goes when the m
 _NO_CENTRE = 0.2  # a classical droplet goes when the model's centerness is nowhere in its inner half above this
 _INSIDE = 0.9  # on a tie, the model's outlines win when this share of the classical ones lies inside them
 _LARGER = 1.2  # ... and they cover this many times the classical ones' area
+# ... counting as inside the classical pixels within this many pixels of the model's outline.
+# Where generated bright bubbles failed, the classical outline of one end of an elongated bubble
+# ran a pixel outside the model's along the rim: 14-22 % of its pixels. Generated bright bubbles
+# 0.964 -> 0.972 (2 px: 0.972); held out: bubbles_gt 0.776 -> 0.781, foam_gt and emulsion_gt
+# unchanged, as is every other generated set.
+_RIM_PX = 1
 # A contact line between classical droplets inside one model droplet is a cut when its intensity
 # lies within this share of the rim's contrast from the interior. Cuts on generated seeds 1 and 2
 # (elongated bubbles and droplets): 37 of 40 within 0.1.
@@ -164,8 +171,8 @@ def _box(group: list[Instance]) -> tuple[int, int, tuple[int, int]]:
 
 
 def _encloses(outer: list[Instance], inner: list[Instance]) -> bool:
-    """Whether the droplets ``outer`` together hold ``_INSIDE`` of ``inner``'s pixels and cover
-    ``_LARGER`` times their area."""
+    """Whether the droplets ``outer`` together hold ``_INSIDE`` of ``inner``'s pixels (within
+    ``_RIM_PX`` of their outline) and cover ``_LARGER`` times their area."""
     x0, y0, shape = _box(outer + inner)
 
     def union(instances: list[Instance]) -> np.ndarray:
@@ -175,7 +182,10 @@ def _encloses(outer: list[Instance], inner: list[Instance]) -> bool:
         return canvas
 
     out, into = union(outer), union(inner)
-    inside = np.count_nonzero(out & into)
+    # The two detectors may set an outline a pixel apart on the same rim: a band that is a fifth
+    # of a small droplet's pixels. Within that pixel, the classical droplet is inside.
+    rim = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _RIM_PX + 1, 2 * _RIM_PX + 1))
+    inside = np.count_nonzero(cv2.dilate(out.astype(np.uint8), rim).astype(bool) & into)
     return inside >= _INSIDE * np.count_nonzero(into) and np.count_nonzero(out) >= _LARGER * np.count_nonzero(into)
 
 
