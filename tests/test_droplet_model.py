@@ -221,6 +221,55 @@ def test_decoding_keeps_droplets_whole_around_stray_cores_and_spurs():
     assert measured.circularity > 0.9
 
 
+def test_a_droplet_whose_contents_break_its_centerness_is_offered_whole():
+    """Beads inside a large droplet break the model's centerness into cores that cut the droplet
+    into pieces along them, one of them not convex; the foreground is still one round piece, so the
+    whole droplet is offered too. Two droplets touching, each with its own core, are each convex
+    and are not offered as one."""
+    from sam_droplet.engine.detect.learned import _decode
+
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80)
+    fg = np.where(r <= 50, 0.95, 0.02).astype(np.float32)
+    cen = np.zeros_like(fg)
+    cen[(r >= 28) & (r <= 40) & (xx < 70)] = 0.9  # a crescent of centerness between the beads
+    cen[np.hypot(yy - 80, xx - 100) <= 12] = 0.95
+    found = _decode(fg, cen, (0.0, np.inf))
+    areas = sorted(int(mask.sum()) for _, _, mask, _ in found)
+    assert len(areas) == 3 and abs(areas[-1] - int((r <= 50).sum())) <= 0.01 * areas[-1], areas
+
+    left, right = np.hypot(yy - 80, xx - 50), np.hypot(yy - 80, xx - 110)
+    fg = np.where((left <= 30) | (right <= 30), 0.95, 0.02).astype(np.float32)
+    cen = np.clip(1 - np.minimum(left, right) / 30, 0, 1).astype(np.float32)
+    found = _decode(fg, cen, (0.0, np.inf))
+    assert len(found) == 2
+
+
+def test_a_level_judges_a_droplet_the_border_cuts_by_its_chord_too():
+    """Half a droplet 41 px across, cut by the left border, has an equivalent diameter of 29 px: a
+    level keeping 32-64 px takes it by its 41 px chord along the border, when the model is sure of
+    it; the same shape inside the level, or an unsure one, it does not."""
+    from sam_droplet.engine.detect.learned import _kept_size
+
+    yy, xx = np.mgrid[:41, :21]
+    half = np.hypot(yy - 20, xx) <= 20
+    assert 2 * np.sqrt(half.sum() / np.pi) < 32
+    assert _kept_size(half, (0, 30), (100, 100), (32.0, 64.0), score=0.9)
+    assert not _kept_size(half, (10, 30), (100, 100), (32.0, 64.0), score=0.9)
+    assert not _kept_size(half, (0, 30), (100, 100), (32.0, 64.0), score=0.7)
+
+
+def test_beads_in_a_droplet_the_border_cuts_are_its_contents():
+    """A large droplet cut by the picture's border and carrying beads: found by the model, so its
+    beads are its contents, not droplets (generated seed 4: 15 beads, one of the two droplets cut
+    by the border; the default found the whole one and reported the cut one's beads)."""
+    scene = synthetic.large_droplets_with_contents(seed=4).image
+    result = sd.segment(scene.image, detector="combined")
+    m = match_instances(scene.labels, result.labels)
+    assert m.fp == 0 and m.fn == 0 and m.tp >= 1, (m.tp, m.fp, m.fn)
+    assert result.summary["preset"]["contents_in_droplets"] >= 12
+
+
 def _disk(cx: float, cy: float, r: float, score: float = 0.9) -> Instance:
     x0, y0 = int(cx - r) - 1, int(cy - r) - 1
     yy, xx = np.mgrid[: int(2 * r) + 3, : int(2 * r) + 3]

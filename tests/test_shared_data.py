@@ -34,6 +34,20 @@ def test_ddpcr_monolayer_with_the_droplet_model(shared_data, detector):
     assert result.summary["diameter_px"]["cv"] < 0.03
 
 
+@pytest.mark.parametrize("frame", ["0000000000", "0000000005"])
+def test_a_large_droplet_carrying_beads_is_found_whole(shared_data, frame):
+    """The reinjection frames: one droplet about 340 px across carrying 17-24 beads. The beads
+    break the model's centerness into several cores, which cut the droplet into ragged pieces
+    (the default once reported a 117 px piece, CV 153 %); it must come out whole, the beads as its
+    contents."""
+    path = shared_data / "samples" / "reinjection" / f"20170616_Reinjection_at_00h02min{frame}.jpg"
+    result = sd.segment(str(path))
+    large = [d for d in result.droplets if d.equivalent_diameter_px > 100]
+    assert len(large) == 1 and 320 <= large[0].equivalent_diameter_px <= 360, large
+    assert large[0].circularity > 0.9
+    assert result.summary["preset"]["contents_in_droplets"] >= 15
+
+
 def test_ddpcr_labels_are_16bit_of_the_input_size(client, shared_data):
     data = (shared_data / "samples" / "ddpcr_original" / "ddPCR_0_0.png").read_bytes()
     r = client.post("/segment_file", data={"file": (io.BytesIO(data), "d.png"), "format": "labels"})

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy import ndimage, stats
 
-from .instances import Instance, fill_holes
+from .instances import Instance, convex_hull_mask, convex_hull_points, fill_holes
 
 __all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "gathered_in_droplets"]
 
@@ -160,7 +160,7 @@ def enclosed_droplets(
     # the objects they hold (which may be large enough to hold others themselves).
     hull_of = np.zeros(shape, dtype=np.uint16 if len(instances) < 65535 else np.int32)
     for i in hosts[np.argsort(areas[hosts], kind="stable")].tolist():
-        hull = _hull_points(instances[i].mask)
+        hull = convex_hull_points(instances[i].mask)
         if hull is not None:
             cv2.fillConvexPoly(hull_of, hull + np.array([instances[i].x0, instances[i].y0], np.int32), i + 1)
     out: dict[int, int] = {}
@@ -205,7 +205,7 @@ def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list
     """
     for host in set(enclosed.values()):
         outer = instances[host]
-        hull = _hull_mask(outer.mask)
+        hull = convex_hull_mask(outer.mask)
         for j in (j for j, h in enclosed.items() if h == host):
             inner = instances[j]
             # The overlap of the two crops, in image pixels.
@@ -217,18 +217,3 @@ def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list
                 outer.mask[mine] |= theirs & hull[mine]
         outer.mask = fill_holes(outer.mask)
     return [inst for k, inst in enumerate(instances) if k not in enclosed]
-
-
-def _hull_points(mask: np.ndarray) -> np.ndarray | None:
-    """The convex hull of a crop's mask, as points in the crop (None for an empty mask)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return cv2.convexHull(np.concatenate(contours)) if contours else None
-
-
-def _hull_mask(mask: np.ndarray) -> np.ndarray:
-    """The filled convex hull of a crop's mask."""
-    canvas = np.zeros(mask.shape, np.uint8)
-    hull = _hull_points(mask)
-    if hull is not None:
-        cv2.fillConvexPoly(canvas, hull, 1)
-    return canvas.astype(bool)

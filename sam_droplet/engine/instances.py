@@ -20,6 +20,8 @@ from scipy import ndimage as ndi
 __all__ = [
     "Instance",
     "ResolveReport",
+    "convex_hull_mask",
+    "convex_hull_points",
     "encode_rle",
     "fill_holes",
     "instances_from_labels",
@@ -87,6 +89,21 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     outside = cv2.copyMakeBorder((~mask.astype(bool)).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     cv2.floodFill(outside, None, (0, 0), 0)
     return mask.astype(bool) | outside[1:-1, 1:-1].astype(bool)
+
+
+def convex_hull_points(mask: np.ndarray) -> np.ndarray | None:
+    """The convex hull of a crop's mask, as OpenCV points in the crop (None for an empty mask)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.convexHull(np.concatenate(contours)) if contours else None
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull of a crop's mask."""
+    canvas = np.zeros(mask.shape, np.uint8)
+    hull = convex_hull_points(mask)
+    if hull is not None:
+        cv2.fillConvexPoly(canvas, hull, 1)
+    return canvas.astype(bool)
 
 
 def instances_from_labels(

@@ -3,14 +3,17 @@
 The network answers, per pixel, "inside a droplet?" and "how central?" for droplets about 5 to 90
 px across. Any other size is brought into that range by running it on an image pyramid (full,
 half, quarter... size), as Cellpose rescales to its canonical cell size; each level keeps the
-droplets of the sizes it sees best, and overlap resolution keeps one outline per droplet.
+droplets of the sizes it sees best (a droplet the picture's border cuts by its chord along the
+border too, see ``_kept_size``), and overlap resolution keeps one outline per droplet.
 
 Instances are decoded from the two maps without a watershed: the cores (centerness above one half,
 inside the foreground) are one connected piece per droplet, since two touching droplets meet where
 centerness is low; every foreground pixel then joins its nearest core if it lies within reach of
 it (one and a half times the core's own inscribed radius; a disk's core has half its radius). A
 core that yields no droplet (a speck of centerness on a rim) gives its pixels back, and each
-droplet's mask is opened to drop spurs running into the gaps (see ``_smooth``).
+droplet's mask is opened to drop spurs running into the gaps (see ``_smooth``). Where beads or
+cells inside a large droplet break its centerness into several cores, the droplet is offered
+whole as well (see ``_whole_pieces``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..instances import Instance
+from ..instances import Instance, convex_hull_mask
 from .normalize import even_illumination
 
 __all__ = [
@@ -48,6 +51,15 @@ _MIN_SCORE = 0.6
 # pictures (seeds 3-6) as the lowest of 0.95, 0.9 ... 0.75 that costs no generated set (0.75 lets
 # specks of high-magnification texture through; 0.8 also finds more boiling bubbles).
 _CONFIDENT = 0.8
+# Beads or cells inside a large droplet can break its centerness into several cores while its
+# foreground stays one round piece: the cores then cut the droplet along the beads into pieces that
+# are not convex. A piece of foreground at least _ROUND convex (its area over its convex hull's)
+# that its cores cut into pieces of which one is under _CONVEX_PIECE convex is offered whole too;
+# overlap resolution keeps the better score. Droplets touching are each convex and together not
+# round (two equal disks touching: 0.88). A 340 px droplet carrying 23 beads (samples/reinjection)
+# came out as ragged pieces 117 and 250 px across, and now whole.
+_ROUND = 0.95
+_CONVEX_PIECE = 0.9
 # Droplets under _SMALL px are at the small end of what the network resolves: it finds about 2/3
 # of 5-7 px bubbles, and nearly all of them on the picture enlarged twice, where they are 10-14 px.
 # So when the full-size level finds at least _FINER_COUNT droplets under _SMALL px with a median
@@ -180,15 +192,87 @@ def _decode(
         if sl is None:
             continue
         mask = _smooth(labels[sl] == idx)
-        area = int(mask.sum())
-        diameter = 2.0 * np.sqrt(area / np.pi)
-        if area < 12 or not keep[0] <= diameter < keep[1]:
+        if int(mask.sum()) < 12:
             continue
-        prob = float(fg[sl][mask].mean())
-        score = prob * min(1.0, float(peak[idx]) / 0.9)
-        if score < _MIN_SCORE:
+        score = float(fg[sl][mask].mean()) * min(1.0, float(peak[idx]) / 0.9)
+        if score >= _MIN_SCORE and _kept_size(mask, (sl[1].start, sl[0].start), fg.shape, keep, score):
+            out.append((sl[1].start, sl[0].start, mask, score))
+    return out + _whole_pieces(fg, inside, cores, labels, peak, keep)
+
+
+def _kept_size(
+    mask: np.ndarray, corner: tuple[int, int], shape: tuple[int, int], keep: tuple[float, float], score: float
+) -> bool:
+    """Whether a level keeps a droplet of this mask (a crop at ``corner`` (x0, y0) of a level of
+    ``shape``): its equivalent diameter lies in ``keep`` (level pixels); or the level's border cuts
+    it, the model is sure of it (``_CONFIDENT``) and the chord the border cuts through it, where
+    longer than that diameter, lies in ``keep``. A droplet cut by the picture's border shows only
+    part of itself, so its equivalent diameter understates its size: the level that sees it whole
+    may take it for too small, and the finer level sees it in pieces (generated large droplets
+    carrying beads: the beads in a droplet no level kept were reported as droplets)."""
+    diameter = 2.0 * np.sqrt(np.count_nonzero(mask) / np.pi)
+    if keep[0] <= diameter < keep[1]:
+        return True
+    if score < _CONFIDENT:
+        return False
+    (x0, y0), (h, w) = corner, shape
+    chords = [
+        np.count_nonzero(edge)
+        for cut, edge in (
+            (y0 == 0, mask[0]),
+            (x0 == 0, mask[:, 0]),
+            (y0 + mask.shape[0] == h, mask[-1]),
+            (x0 + mask.shape[1] == w, mask[:, -1]),
+        )
+        if cut
+    ]
+    return bool(chords) and keep[0] <= max(diameter, max(chords)) < keep[1]
+
+
+def _convexity(mask: np.ndarray) -> float:
+    """A mask's area over its convex hull's (1 for a disk, less for a mask with bays)."""
+    return float(np.count_nonzero(mask)) / max(np.count_nonzero(convex_hull_mask(mask) | mask), 1)
+
+
+def _whole_pieces(
+    fg: np.ndarray,
+    inside: np.ndarray,
+    cores: np.ndarray,
+    labels: np.ndarray,
+    peak: np.ndarray,
+    keep: tuple[float, float],
+) -> list[tuple[int, int, np.ndarray, float]]:
+    """Round pieces of foreground that their cores cut into pieces not all convex, whole, as
+    ``_decode``'s instances (see ``_ROUND``): a droplet whose contents broke its centerness."""
+    if not cores.any():
+        return []
+    pieces, n = ndi.label(inside)
+    in_core = cores > 0
+    piece_of_core = np.zeros(int(cores.max()) + 1, np.int64)
+    piece_of_core[cores[in_core]] = pieces[in_core]
+    cores_per_piece = np.bincount(piece_of_core[np.unique(cores[in_core])], minlength=n + 1)
+    boxes, cut_boxes = ndi.find_objects(pieces), ndi.find_objects(labels)
+
+    def convex(i: int) -> bool:  # the piece core i cut out (tiny ones are not judged)
+        cut = labels[cut_boxes[i - 1]] == i
+        return np.count_nonzero(cut) < 12 or _convexity(cut) >= _CONVEX_PIECE
+
+    out = []
+    for k in np.flatnonzero(cores_per_piece[1:] >= 2) + 1:
+        sl = boxes[k - 1]
+        whole = pieces[sl] == k
+        ids = np.unique(labels[sl][whole])
+        ids = ids[ids > 0]
+        if ids.size < 2:
             continue
-        out.append((sl[1].start, sl[0].start, mask, score))
+        mask = _smooth(whole)
+        if int(mask.sum()) < 12:
+            continue
+        score = float(fg[sl][mask].mean()) * min(1.0, float(peak[ids].max()) / 0.9)
+        if score < _MIN_SCORE or not _kept_size(mask, (sl[1].start, sl[0].start), fg.shape, keep, score):
+            continue
+        if _convexity(mask) >= _ROUND and not all(convex(i) for i in ids.tolist()):
+            out.append((sl[1].start, sl[0].start, mask, score))
     return out
 
 
