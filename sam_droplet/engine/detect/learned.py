@@ -186,7 +186,8 @@ def _decode(
         cores = np.where(keep_core[cores], cores, 0)
         labels = _assign(inside, cores, n)
     out = []
-    for idx, sl in enumerate(ndi.find_objects(labels), start=1):
+    boxes = ndi.find_objects(labels)
+    for idx, sl in enumerate(boxes, start=1):
         if check and idx % 4096 == 0:
             check("droplet model")
         if sl is None:
@@ -197,7 +198,7 @@ def _decode(
         score = float(fg[sl][mask].mean()) * min(1.0, float(peak[idx]) / 0.9)
         if score >= _MIN_SCORE and _kept_size(mask, (sl[1].start, sl[0].start), fg.shape, keep, score):
             out.append((sl[1].start, sl[0].start, mask, score))
-    return out + _whole_pieces(fg, inside, cores, labels, peak, keep)
+    return out + _whole_pieces(fg, inside, cores, labels, boxes, peak, keep)
 
 
 def _kept_size(
@@ -239,11 +240,13 @@ def _whole_pieces(
     inside: np.ndarray,
     cores: np.ndarray,
     labels: np.ndarray,
+    cut_boxes: list[tuple[slice, slice] | None],
     peak: np.ndarray,
     keep: tuple[float, float],
 ) -> list[tuple[int, int, np.ndarray, float]]:
     """Round pieces of foreground that their cores cut into pieces not all convex, whole, as
-    ``_decode``'s instances (see ``_ROUND``): a droplet whose contents broke its centerness."""
+    ``_decode``'s instances (see ``_ROUND``): a droplet whose contents broke its centerness.
+    ``cut_boxes`` are ``ndi.find_objects(labels)``, which ``_decode`` has already computed."""
     if not cores.any():
         return []
     pieces, n = ndi.label(inside)
@@ -251,7 +254,7 @@ def _whole_pieces(
     piece_of_core = np.zeros(int(cores.max()) + 1, np.int64)
     piece_of_core[cores[in_core]] = pieces[in_core]
     cores_per_piece = np.bincount(piece_of_core[np.unique(cores[in_core])], minlength=n + 1)
-    boxes, cut_boxes = ndi.find_objects(pieces), ndi.find_objects(labels)
+    boxes = ndi.find_objects(pieces)
 
     def convex(i: int) -> bool:  # the piece core i cut out (tiny ones are not judged)
         cut = labels[cut_boxes[i - 1]] == i

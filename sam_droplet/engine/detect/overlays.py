@@ -28,6 +28,13 @@ _STRIP_SHARE = 0.1  # ... or lies in a strip this share of its height (a line of
 # JPEG timestamp, are found whole (0.1 found part of the latter).
 _SATURATED = (0.0, 255.0, 65535.0)
 _LOSSY_BAND = 0.2
+# An info bar: a band across the picture's top or bottom edge in the file's extreme value, with the
+# camera's text in it. Its rows are mostly at the extreme (a line of text covers at most about
+# half of a row: _BAR_GROUND), a picture's rows are not; it is at least a line of text high
+# (_BAR_MIN_PX) and at most _STRIP_SHARE of the picture, and it holds ink (_INK_PX: a glyph's).
+_BAR_GROUND = 0.25
+_BAR_MIN_PX = 8
+_INK_PX = 15
 
 
 def _text_lines(ids: np.ndarray, stats: np.ndarray) -> np.ndarray:
@@ -58,16 +65,55 @@ def _text_lines(ids: np.ndarray, stats: np.ndarray) -> np.ndarray:
 
 
 def annotation_mask(gray: np.ndarray) -> np.ndarray | None:
-    """Pixels of burnt-in text and scale bars (the strokes and their outline), or None if none:
-    white annotations, and black ones (dark text on a light info bar).
+    """Pixels of burnt-in text and scale bars (the strokes and their outline) and of a camera's
+    info bar (its whole rows), or None if none: white annotations, and black ones (dark text on a
+    light info bar).
 
     Args:
         gray: HxW intensities as read (the extremes must be the file's own values).
     """
-    white, black = _strokes_at_max(gray), _strokes_at_max(-gray)
-    if white is None or black is None:
-        return white if black is None else black
-    return white | black
+    found = [m for f in (_strokes_at_max, _info_bar) for m in (f(gray), f(-gray)) if m is not None]
+    if not found:
+        return None
+    return np.logical_or.reduce(found) if len(found) > 1 else found[0]
+
+
+def _typical(gray: np.ndarray) -> float:
+    """The picture's median, from a grid of at most 256 x 256 samples."""
+    return float(np.median(gray[:: max(1, gray.shape[0] // 256), :: max(1, gray.shape[1] // 256)]))
+
+
+def _info_bar(gray: np.ndarray) -> np.ndarray | None:
+    """The rows of an info bar whose ground is the picture's brightest value, or None.
+
+    A camera's info bar holds a timestamp whose colons and points a JPEG reduces to a pixel or two
+    of ink, and whose glyphs fall apart, so no line of glyphs is found in it; but the bar itself is
+    unmistakable: rows at the file's extreme value across the whole width, at the picture's edge,
+    where the picture's own rows are not."""
+    hi = float(gray.max())
+    if hi not in _SATURATED:
+        return None
+    typical = _typical(gray)
+    if hi <= typical:
+        return None  # a picture mostly at its extreme (blown out) has no bar to tell apart
+    band = _LOSSY_BAND * (hi - typical)
+    ground = (gray >= hi - band).mean(axis=1) >= _BAR_GROUND
+    h = gray.shape[0]
+    most = int(_STRIP_SHARE * h)
+    lo = float(gray.min())
+    mask = None
+    for top in (True, False):
+        rows = ground if top else ground[::-1]
+        n = int(np.argmin(rows[:most])) if not rows[:most].all() else most
+        if not _BAR_MIN_PX <= n < most or rows[n:].mean() >= 0.5:
+            continue
+        bar = slice(0, n) if top else slice(h - n, h)
+        if np.count_nonzero(gray[bar] <= lo + _LOSSY_BAND * (typical - lo)) < _INK_PX:
+            continue  # a blank band: no text, nothing to tell apart from a picture's edge
+        if mask is None:
+            mask = np.zeros(gray.shape, bool)
+        mask[bar] = True
+    return mask
 
 
 def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
@@ -76,7 +122,7 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     if hi <= float(gray.min()):
         return None
     if hi in _SATURATED:
-        typical = float(np.median(gray[:: max(1, gray.shape[0] // 256), :: max(1, gray.shape[1] // 256)]))
+        typical = _typical(gray)
         strokes = (gray >= hi - _LOSSY_BAND * (hi - typical)).astype(np.uint8)
     else:
         strokes = (gray == hi).astype(np.uint8)
@@ -90,7 +136,8 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     on = np.flatnonzero(strokes.ravel())  # the strokes only: usually a tiny part of the picture
     widest = np.zeros(n)
     np.maximum.at(widest, labels.ravel()[on], width.ravel()[on])
-    thin = ids[(widest[ids] <= _STROKE_PX) & (stats[ids, 4] >= 4)]
+    thin_any = ids[widest[ids] <= _STROKE_PX]
+    thin = thin_any[stats[thin_any, 4] >= 4]  # what may start or link a group: not single-pixel speckle
     # What only annotations hold: a line of glyphs, or a bar (a thin filled rectangle).
     w, h, area = stats[thin, 2], stats[thin, 3], stats[thin, 4]
     bars = thin[(area >= 0.85 * w * h) & (np.maximum(w, h) >= 4 * np.minimum(w, h)) & (np.maximum(w, h) >= 20)]
@@ -112,9 +159,10 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     ]
     if not good:
         return None
-    # Every thin stroke within a group is the annotation's: the colons and points of a timestamp
-    # are too small to stand in the line of glyphs by themselves.
-    mask = (np.isin(labels, thin) & np.isin(groups, good)).astype(np.uint8)
+    # Every thin stroke within a group is the annotation's, of any size: the colons and points of a
+    # timestamp are too small to stand in the line of glyphs by themselves, and a JPEG leaves only
+    # a pixel or two of each at the extreme (a camera's info bar: its colons were found as droplets).
+    mask = (np.isin(labels, thin_any) & np.isin(groups, good)).astype(np.uint8)
     # The black outline belongs to the annotation too.
     return cv2.dilate(mask, np.ones((7, 7), np.uint8)) > 0
 
