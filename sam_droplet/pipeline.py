@@ -292,7 +292,9 @@ class Engine:
 
                     torch.set_num_threads(self.settings.torch_threads)  # a worker's share of the cores
                 try:
-                    self._droplet_net = load_droplet_net(self.settings.droplet_model_path, device)
+                    self._droplet_net = load_droplet_net(
+                        self.settings.droplet_model_path, device, precision=self.settings.droplet_model_precision
+                    )
                 except DropletModelError as exc:
                     if self.settings.droplet_model_path is not None or self.settings.detector in ("net", "combined"):
                         raise

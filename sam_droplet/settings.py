@@ -171,6 +171,9 @@ class EngineSettings:
             combined (both, pooled) (DETECTOR).
         droplet_model_path: the droplet model's weights; empty for the ones shipped in the package
             (DROPLET_MODEL_PATH; ``sam-droplet train`` writes them).
+        droplet_model_precision: what the droplet model computes in: auto (bfloat16 on CUDA and on
+            a CPU with native bfloat16, float32 elsewhere), float32 or bfloat16
+            (DROPLET_MODEL_PRECISION).
     """
 
     model_path: Path = Path("model/mobile_sam.pt")
@@ -183,6 +186,7 @@ class EngineSettings:
     grid_crop_n_layers: int = 1
     detector: str = "auto"
     droplet_model_path: Path | None = None
+    droplet_model_precision: str = "auto"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> EngineSettings:
@@ -217,6 +221,7 @@ ENGINE_VARIABLES: dict[str, tuple[str, Parser]] = {
     "grid_crop_n_layers": ("GRID_CROP_N_LAYERS", parse_int(0, 4)),
     "detector": ("DETECTOR", parse_choice(DETECTORS)),
     "droplet_model_path": ("DROPLET_MODEL_PATH", _optional_path),
+    "droplet_model_precision": ("DROPLET_MODEL_PRECISION", parse_choice(("auto", "float32", "bfloat16"))),
 }
 
 

@@ -42,6 +42,29 @@ def test_the_shipped_model_loads_small_and_named():
     assert any("generated" in str(t) for t in info["trained_on"])
 
 
+def test_the_model_runs_in_bfloat16_only_where_that_is_fast_and_finds_the_same_droplets():
+    """bfloat16 autocast on a CPU with native bfloat16 (about 1.9 times faster convolutions) or on
+    CUDA; float32 elsewhere and for training's validation. Either finds the same droplets."""
+    from sam_droplet.engine.detect.learned import detect_with_net
+    from sam_droplet.engine.instances import paint_labels, resolve_overlaps
+    from sam_droplet.modeling.droplet_net import cpu_has_bfloat16
+
+    auto = load_droplet_net()
+    assert auto.precision == ("bfloat16" if cpu_has_bfloat16() else "float32")
+    assert auto.describe()["precision"] == auto.precision
+    assert load_droplet_net(for_training=True).precision == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        load_droplet_net(precision="float16")
+    scene = synthetic.sparse_emulsion(shape=(300, 400), n=25, seed=3)
+    gray = cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY) if scene.image.ndim == 3 else scene.image
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        found, _ = resolve_overlaps(detect_with_net(gray, load_droplet_net(precision=precision)))
+        labels[precision] = paint_labels(found, gray.shape)
+    same = match_instances(labels["float32"], labels["bfloat16"], iou_threshold=0.9)
+    assert same.f1 >= 0.97, (same.precision, same.recall)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

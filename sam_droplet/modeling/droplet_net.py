@@ -106,6 +106,8 @@ class LoadedDropletNet:
         version: a short name of the weights (:func:`weights_version`): the same weights give the
             same version whatever file they were saved in.
         meta: what the checkpoint says of its training.
+        precision: what its convolutions compute in: ``"bfloat16"`` (autocast) on CUDA and on a
+            CPU with native bfloat16 instructions, else ``"float32"`` (see :func:`load_droplet_net`).
     """
 
     net: DropletNet
@@ -113,6 +115,7 @@ class LoadedDropletNet:
     path: Path
     version: str
     meta: dict[str, Any] = field(default_factory=dict)
+    precision: str = "float32"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class LoadedDropletNet:
             "version": self.version,
             "file": str(self.path),
             "device": str(self.device),
+            "precision": self.precision,
             "trained_on": self.meta.get("trained_on"),
         }
 
@@ -185,11 +189,28 @@ def fuse_batchnorm(net: DropletNet) -> DropletNet:
     return net
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), so that oneDNN's bfloat16
+    convolutions are faster than float32 ones (elsewhere they are emulated, and slower)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query
+        return False
+
+
 def load_droplet_net(
-    path: str | Path | None = None, device: str | torch.device = "cpu", for_training: bool = False
+    path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    for_training: bool = False,
+    precision: str = "auto",
 ) -> LoadedDropletNet:
     """Load a droplet model (the shipped one when ``path`` is None) onto ``device``, in eval mode
     with its BatchNorm folded into the convolutions (kept apart ``for_training``).
+
+    ``precision`` "auto" runs the convolutions in bfloat16 autocast on CUDA and on a CPU with
+    native bfloat16 (:func:`cpu_has_bfloat16`; about 1.9 times faster there), in float32
+    elsewhere and ``for_training`` (validation figures stay those of the float32 network);
+    "float32" or "bfloat16" force one.
 
     Raises:
         DropletModelError: the file is missing, not a torch file, or not a droplet model.
@@ -219,5 +240,10 @@ def load_droplet_net(
     net = net.to(dev)
     if dev.type == "cpu" and not for_training:
         net = net.to(memory_format=torch.channels_last)  # about 1.5x faster convolutions on a CPU
+    if precision == "auto":
+        fast = dev.type == "cuda" or (dev.type == "cpu" and cpu_has_bfloat16())
+        precision = "bfloat16" if fast and not for_training else "float32"
+    elif precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
     version = weights_version(payload["state_dict"])
-    return LoadedDropletNet(net, dev, path, version, dict(payload.get("meta") or {}))
+    return LoadedDropletNet(net, dev, path, version, dict(payload.get("meta") or {}), precision)

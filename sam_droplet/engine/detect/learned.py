@@ -114,10 +114,8 @@ def net_maps(loaded, image: np.ndarray, check: Check | None = None) -> tuple[np.
             if loaded.device.type == "cpu":
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                if loaded.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        out = loaded.net(tensor)
-                else:
+                fast = loaded.precision == "bfloat16"
+                with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=fast):
                     out = loaded.net(tensor)
                 out = torch.sigmoid(out.float())[0, :, :th, :tw].cpu().numpy()
             yy, xx = slice(y - y0, y - y0 + min(step, h - y)), slice(x - x0, x - x0 + min(step, w - x))
