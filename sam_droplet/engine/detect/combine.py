@@ -283,8 +283,11 @@ def combine_detections(
         centre = [v for v in centre if v >= _NO_CENTRE]
     else:
         centre = [1.0] * len(classical)  # without the maps every classical droplet has its own centre
+    floor = 0.0 if has_small_droplets(found) else _MODEL_ONLY_FLOOR
     if not classical:
-        return found
+        # Every model droplet is then one only the model found: the same floor holds (on generated
+        # noise-only pictures the model's unsure blobs, 0.66-0.67, were all that was reported).
+        return [f for f in found if f.score >= floor]
     keep_classical = np.ones(len(classical), bool)
     keep_found = np.zeros(len(found), bool)
     groups = _groups(classical, found, gray.shape[:2]) if found else []
@@ -332,7 +335,6 @@ def combine_detections(
             keep_found[fj] = True
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
     taken = paint_labels(kept, gray.shape[:2]) > 0
-    floor = 0.0 if has_small_droplets(found) else _MODEL_ONLY_FLOOR
     for j, inst in enumerate(found):
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
