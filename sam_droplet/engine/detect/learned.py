@@ -139,20 +139,24 @@ def _assign(inside: np.ndarray, cores: np.ndarray, n: int) -> np.ndarray:
     return np.where(inside & (dist <= reach[owner]), owner, 0)
 
 
+_DISKS = {r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) for r in (1, 2, 3)}
+
+
 def _smooth(mask: np.ndarray) -> np.ndarray:
     """The droplet's mask without spurs a pixel or two wide (foreground running into the gap
     between droplets), which a droplet's smooth outline never has and which add a tenth to its
     perimeter, enough for the circularity filter to reject a round droplet: a morphological opening
     by a disk of 1/16 of the droplet's diameter (1 to 3 px), keeping the largest piece."""
-    radius = int(np.clip(round(np.sqrt(mask.sum() / np.pi) / 8), 1, 3))
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    opened = cv2.morphologyEx(np.pad(mask, radius).astype(np.uint8), cv2.MORPH_OPEN, disk)[
-        radius:-radius, radius:-radius
-    ]
-    pieces, n = ndi.label(opened)
-    if n > 1:
-        opened = pieces == 1 + int(np.argmax(ndi.sum_labels(opened, pieces, np.arange(1, n + 1))))
-    return opened.astype(bool) if n else mask
+    radius = int(np.clip(round(np.sqrt(np.count_nonzero(mask) / np.pi) / 8), 1, 3))
+    r = radius
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=0)
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, _DISKS[radius])[r:-r, r:-r]
+    # OpenCV's labelling and border: a third of SciPy's and NumPy's time on a droplet's crop (called
+    # once per droplet), the same pieces (4-connected, numbered in scan order).
+    n, pieces, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
+    if n > 2:
+        return pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return opened.astype(bool) if n > 1 else mask
 
 
 def _decode(
