@@ -29,6 +29,7 @@ import numpy as np
 from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, gathered_in_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
+from .engine.detect.overlays import off_annotations, shared_annotation_mask
 from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
 from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence, occupancy
 from .engine.instances import resolve_overlaps
@@ -562,23 +563,23 @@ class Engine:
         info: dict[str, Any] = {"name": detector}
         raw: list[Any] = []
         resolved: dict[str, int] = {}
+        annotations = shared_annotation_mask(image.gray)  # both detectors leave them out: found once
 
         def by_classical() -> Any:
             t0 = time.perf_counter()
             params = DetectionParams(appearance=appearance, nested_droplets=nested, threads=self.settings.torch_threads)
-            detection = detect_droplets(image.gray, params, check)
+            detection = detect_droplets(image.gray, params, check, annotations)
             timing["detect"] = (time.perf_counter() - t0) * 1000
             return detection
 
         def by_model() -> tuple[list[Any], int, Any, tuple[list[Any], list[Any]]]:
             from .engine.detect.learned import detect_with_net
-            from .engine.detect.overlays import off_annotations
 
             t0 = time.perf_counter()
             loaded = self.droplet_net()
             maps: tuple[list[Any], list[Any]] = ([], [])  # foreground, centerness per level
             found = detect_with_net(image.gray, loaded, check, foreground=maps[0], centerness=maps[1])
-            found, on_annotations = off_annotations(found, image.gray)
+            found, on_annotations = off_annotations(found, image.gray, annotations)
             timing["detect_net"] = (time.perf_counter() - t0) * 1000
             return found, on_annotations, loaded, maps
 

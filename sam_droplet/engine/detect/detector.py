@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,12 @@ class Detection:
         return float(np.median([2.0 * np.sqrt(i.area / np.pi) for i in self.instances]))
 
 
-def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, check: Check | None = None) -> Detection:
+def detect_droplets(
+    gray: np.ndarray,
+    params: DetectionParams | None = None,
+    check: Check | None = None,
+    annotations: Callable[[], np.ndarray | None] | None = None,
+) -> Detection:
     """Find droplets in a single-channel image.
 
     Args:
@@ -55,6 +61,8 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, che
         params: detector parameters; the defaults suit bright-field and fluorescence micrographs.
         check: called with the stage's name at bounded intervals (well under a second of work
             between two calls); whatever it raises stops the detection.
+        annotations: the picture's burnt-in annotation mask, when the caller shares one with
+            another detector (:func:`~sam_droplet.engine.detect.overlays.shared_annotation_mask`).
 
     Returns:
         A :class:`Detection` whose instances are the droplets, every pixel in at most one droplet.
@@ -128,7 +136,7 @@ def detect_droplets(gray: np.ndarray, params: DetectionParams | None = None, che
         inst.radius = float(outlines.r[i])
         instances.append(inst)
     # Burnt-in timestamps and scale bars: their round glyphs are not droplets.
-    instances, on_overlay = off_annotations(instances, gray)
+    instances, on_overlay = off_annotations(instances, gray, annotations)
     if check:
         check("overlap resolution")
     instances, report = resolve_overlaps(instances, keep_nested=params.nested_droplets, check=check)

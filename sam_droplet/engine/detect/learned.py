@@ -147,10 +147,9 @@ def _smooth(mask: np.ndarray) -> np.ndarray:
     between droplets), which a droplet's smooth outline never has and which add a tenth to its
     perimeter, enough for the circularity filter to reject a round droplet: a morphological opening
     by a disk of 1/16 of the droplet's diameter (1 to 3 px), keeping the largest piece."""
-    radius = int(np.clip(round(np.sqrt(np.count_nonzero(mask) / np.pi) / 8), 1, 3))
-    r = radius
+    r = int(np.clip(round(np.sqrt(np.count_nonzero(mask) / np.pi) / 8), 1, 3))  # the disk's radius
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=0)
-    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, _DISKS[radius])[r:-r, r:-r]
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, _DISKS[r])[r:-r, r:-r]
     # OpenCV's labelling and border: a third of SciPy's and NumPy's time on a droplet's crop (called
     # once per droplet), the same pieces (4-connected, numbered in scan order).
     n, pieces, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
