@@ -230,7 +230,7 @@ def _outlines(circles: list[tuple[float, float, float, float]]):
 
     c = np.array(circles, dtype=float)
     z = np.zeros(len(c))
-    return Outlines(c[:, 0], c[:, 1], np.repeat(c[:, 2:3], 48, axis=1), c[:, 0], c[:, 1], c[:, 2], c[:, 3], z, z)
+    return Outlines(c[:, 0], c[:, 1], np.repeat(c[:, 2:3], 48, axis=1), c[:, 0], c[:, 1], c[:, 2], c[:, 3], z, z, z)
 
 
 def test_content_inside_a_droplet_does_not_remove_the_droplet():

@@ -42,6 +42,8 @@ class Instance:
         source: what produced the mask: ``detector``, ``sam`` or ``grid``.
         center: (x, y) of the prompt or detection centre, in image pixels.
         radius: detection radius in pixels (equivalent radius of the mask when not given).
+        contrast: how far the outline's rim stands out of the picture's noise (the classical
+            detector's: its typical edge over the edge it needs; None from other sources).
     """
 
     x0: int
@@ -51,6 +53,7 @@ class Instance:
     source: str = "detector"
     center: tuple[float, float] | None = None
     radius: float | None = None
+    contrast: float | None = None
 
     @property
     def x1(self) -> int:

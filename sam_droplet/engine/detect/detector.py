@@ -134,6 +134,7 @@ def detect_droplets(
         inst.score = float(outlines.score[i])
         inst.center = (float(outlines.cx[i]), float(outlines.cy[i]))
         inst.radius = float(outlines.r[i])
+        inst.contrast = float(outlines.contrast[i])
         instances.append(inst)
     # Burnt-in timestamps and scale bars: their round glyphs are not droplets.
     instances, on_overlay = off_annotations(instances, gray, annotations)

@@ -103,6 +103,8 @@ class Outlines:
     score: np.ndarray
     rim_fraction: np.ndarray  # fraction of rays whose edge is a rim (dark band), not a step
     support: np.ndarray  # fraction of rays with a clear edge
+    # The rim's typical (median) edge over the edge a ray needs to count (1: barely out of noise).
+    contrast: np.ndarray
 
     def take(self, index: np.ndarray) -> Outlines:
         return Outlines(
@@ -115,22 +117,23 @@ class Outlines:
             self.score[index],
             self.rim_fraction[index],
             self.support[index],
+            self.contrast[index],
         )
 
     @classmethod
     def empty(cls, rays: int) -> Outlines:
         z = np.zeros(0)
-        return cls(z, z, np.zeros((0, rays)), z, z, z, z, z, z)
+        return cls(z, z, np.zeros((0, rays)), z, z, z, z, z, z, z)
 
     @classmethod
     def concat(cls, parts: list[Outlines]) -> Outlines:
-        names = ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support")
+        names = ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support", "contrast")
         return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in names))
 
     def replace(self, index: np.ndarray, other: Outlines) -> Outlines:
         """A copy with the rows at ``index`` replaced by ``other``'s rows."""
         out = self.take(np.arange(len(self.score)))
-        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support"):
+        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support", "contrast"):
             getattr(out, name)[index] = getattr(other, name)
         return out
 
@@ -272,6 +275,7 @@ def _fit_once(
     irregularity = np.zeros(n)
     rim_fraction = np.zeros(n)
     edge_rays = np.zeros((n, params.n_rays), dtype=bool)
+    contrast = np.zeros(n)
     for rays in np.unique(rays_of):
         idx = np.flatnonzero(rays_of == rays)
         sub = props.take(idx)
@@ -284,6 +288,7 @@ def _fit_once(
         )
         rr = np.where(np.isnan(rr), sub.r[:, None], rr)  # untraced: hopeless, score 0 below
         rr, valid, support[idx], irregularity[idx] = outline_quality(rr, strength, here)
+        contrast[idx] = np.median(strength, axis=1) / np.reshape(clear_edge(here), -1)
         rim_fraction[idx] = (is_rim & valid).mean(axis=1)
         radii[idx] = _resample_around(rr, params.n_rays)
         edge_rays[idx] = _resample_around(valid.astype(np.float64), params.n_rays) > 0.5
@@ -310,7 +315,7 @@ def _fit_once(
         edges = circle_agreement(xs[partial], ys[partial], points=edge_rays[partial])
         ok[partial] = edges >= params.partial_circle_agreement
     score = np.where(ok, score, 0.0)
-    return Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support)
+    return Outlines(props.cx.copy(), props.cy.copy(), radii, cx, cy, r, score, rim_fraction, support, contrast)
 
 
 def circle_agreement(
