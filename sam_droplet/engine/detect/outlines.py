@@ -8,7 +8,7 @@ suppressed (:func:`dedupe_outlines`) and the survivors become masks (:func:`rast
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -106,35 +106,26 @@ class Outlines:
     # The rim's typical (median) edge over the edge a ray needs to count (1: barely out of noise).
     contrast: np.ndarray
 
+    def _columns(self) -> list[np.ndarray]:
+        """Every field, one row per outline, in declaration order."""
+        return [getattr(self, f.name) for f in fields(self)]
+
     def take(self, index: np.ndarray) -> Outlines:
-        return Outlines(
-            self.ox[index],
-            self.oy[index],
-            self.radii[index],
-            self.cx[index],
-            self.cy[index],
-            self.r[index],
-            self.score[index],
-            self.rim_fraction[index],
-            self.support[index],
-            self.contrast[index],
-        )
+        return Outlines(*(column[index] for column in self._columns()))
 
     @classmethod
     def empty(cls, rays: int) -> Outlines:
-        z = np.zeros(0)
-        return cls(z, z, np.zeros((0, rays)), z, z, z, z, z, z, z)
+        return cls(*(np.zeros((0, rays)) if f.name == "radii" else np.zeros(0) for f in fields(cls)))
 
     @classmethod
     def concat(cls, parts: list[Outlines]) -> Outlines:
-        names = ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support", "contrast")
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in names))
+        return cls(*(np.concatenate(columns) for columns in zip(*(p._columns() for p in parts), strict=True)))
 
     def replace(self, index: np.ndarray, other: Outlines) -> Outlines:
         """A copy with the rows at ``index`` replaced by ``other``'s rows."""
         out = self.take(np.arange(len(self.score)))
-        for name in ("ox", "oy", "radii", "cx", "cy", "r", "score", "rim_fraction", "support", "contrast"):
-            getattr(out, name)[index] = getattr(other, name)
+        for mine, theirs in zip(out._columns(), other._columns(), strict=True):
+            mine[index] = theirs
         return out
 
 
