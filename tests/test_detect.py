@@ -139,6 +139,31 @@ def test_untraced_proposals_could_not_have_been_accepted(packed):
     assert not (accepted & ~traced).any()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_fit_that_takes_over_its_first_pass_gives_the_same_outlines(packed, threads):
+    """Self-calibration reads where the droplets are off a first pass; a fit against the same noise
+    takes that pass over instead of fitting its batch again, and must find exactly what it finds
+    alone. A first pass of other proposals or against another noise is refused."""
+    from sam_droplet.engine.detect import normalize, outlines, proposals
+
+    params = DetectionParams(threads=threads)
+    norm = normalize_intensity(packed.image)
+    noise = normalize.noise_sigma(norm)
+    pyramid = normalize.pyramid(norm, 5)
+    props = proposals.merge_proposals(Proposals.concat(list(proposals.propose_all(norm, noise, params).values())))
+    first = outlines.first_pass(pyramid, props, "rim", noise, params)
+    assert 0 < len(first.found(params).score) <= len(first.rows) < len(props)
+    alone = outlines.fit_outlines(pyramid, props, "rim", noise, params)
+    taken_over = outlines.fit_outlines(pyramid, props, "rim", noise, params, first=first)
+    assert len(alone.score) > 100
+    for a, b in zip(alone._columns(), taken_over._columns(), strict=True):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="another noise"):
+        outlines.fit_outlines(pyramid, props, "rim", 2 * noise, params, first=first)
+    with pytest.raises(ValueError, match="other proposals"):
+        outlines.fit_outlines(pyramid, props.take(np.arange(100)), "rim", noise, params, first=first)
+
+
 def test_strips_give_the_proposals_of_the_whole_image():
     from sam_droplet.engine.detect import proposals
     from sam_droplet.engine.detect.normalize import noise_sigma

@@ -298,13 +298,13 @@ def _closed_path(cost: np.ndarray, max_step: int = 2, step_cost: float = 0.05) -
             np.add(padded[:, max_step - m : max_step - m + s], add[k], out=best if k == 0 else cand)
             if k:
                 np.minimum(best, cand, out=best)
-        back[r] = moves[best & 7]
+        back[r] = best & 7  # the move's index; its step is looked up only along the chosen path
         acc = (best & ~np.int32(7)) + c8[:, r % rays]
     path = np.zeros((n, 2 * rays), dtype=np.int64)
     path[:, -1] = acc.argmin(axis=1)
     rows = np.arange(n)
     for r in range(2 * rays - 1, rays, -1):
-        path[:, r - 1] = np.clip(path[:, r] - back[r, rows, path[:, r]], 0, s - 1)
+        path[:, r - 1] = np.clip(path[:, r] - moves[back[r, rows, path[:, r]]], 0, s - 1)
     return path[:, rays:]
 
 
@@ -331,9 +331,11 @@ def _place_edges(p: np.ndarray, path: np.ndarray, is_rim: np.ndarray, cue: str) 
     level = np.where(np.isnan(level), 0.5 * (top + bottom), level)
     rising = np.where(np.isnan(level), False, is_rim if cue == "rim" else np.zeros_like(is_rim))
     start = np.where(rising, lo_i, path - w).clip(0, s - 1)
-    pos_rise = _crossing(p, level, start - 1, +1, above=True)
-    pos_fall = _crossing(p, level, (path - w).clip(0, s - 1) - 1, +1, above=False)
-    pos = np.where(rising, pos_rise, pos_fall)
+    # Each ray needs one crossing: the rise for rims, the fall otherwise.
+    pos = np.empty(path.shape)
+    pos[rising] = _crossing(p[rising], level[rising], start[rising] - 1, +1, above=True)
+    falling = ~rising
+    pos[falling] = _crossing(p[falling], level[falling], (path[falling] - w).clip(0, s - 1) - 1, +1, above=False)
     return np.where(np.isfinite(pos) & (np.abs(pos - path) <= w), pos, path.astype(np.float64))
 
 
@@ -365,7 +367,8 @@ def fit_boundaries(
     p = profiles if cue != "dark" else 1.0 - profiles
     step = (rho[:, 1] - rho[:, 0])[:, None, None]
     noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), (p.shape[0],))[:, None, None]
-    min_contrast = np.maximum(1.25 * noise, 0.03)
+    # float32 like the profiles: a float64 threshold would turn every (N, rays, samples) array float64.
+    min_contrast = np.maximum(1.25 * noise, 0.03).astype(np.float32)
     floor = clear_edge(noise)
     radii = np.full(p.shape[:2], np.nan)
     at = np.zeros(p.shape[:2], dtype=p.dtype)

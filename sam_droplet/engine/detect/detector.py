@@ -10,7 +10,7 @@ import numpy as np
 from ..instances import Instance, ResolveReport, resolve_overlaps
 from .boundary import clear_edge
 from .normalize import background_noise, noise_sigma, normalize_intensity, pyramid
-from .outlines import fit_outlines, rasterize
+from .outlines import first_pass, fit_outlines, rasterize
 from .overlays import off_annotations
 from .params import APPEARANCES, Check, DetectionParams
 from .proposals import Proposals, merge_proposals, propose_all
@@ -110,18 +110,21 @@ def detect_droplets(
         core = by_cue["bright"]
         final["bright"] = Proposals.concat([core, Proposals(core.cx, core.cy, 1.5 * core.r, 0.9 * core.score)])
     props = merge_proposals(Proposals.concat(list(final.values())))
-    outlines = fit_outlines(levels, props, cue, noise, params, check)
 
     # Self-calibration: the noise of this image's own background (where no droplet was found), at
     # each pyramid level. When it asks for clearly stronger edges than the finest-scale estimate
-    # did, the proposals are fitted again, each against the noise of the level it is seen at:
-    # correlated noise stops passing for small droplets, and large droplets, seen at coarse levels
-    # where the noise has averaged out, are judged by that.
-    seen = background_noise(levels, outlines.cx, outlines.cy, outlines.r) if len(outlines.score) else None
+    # did, the proposals are fitted against the noise of the level each is seen at: correlated
+    # noise stops passing for small droplets, and large droplets, seen at coarse levels where the
+    # noise has averaged out, are judged by that. Where the droplets are is read off a first pass
+    # (the leading proposals fitted once, against the finest-scale noise), which the fit then
+    # takes over when the noise stands: the whole fit runs once either way.
+    first = first_pass(levels, props, cue, noise, params, check)
+    found = first.found(params)
+    seen = background_noise(levels, found.cx, found.cy, found.r) if len(found.score) else None
     if seen is not None and clear_edge(float(seen[0])) > _RECALIBRATE * clear_edge(noise):
-        if check:
-            check("boundary fit")
         outlines = fit_outlines(levels, props, cue, seen, params, check)
+    else:
+        outlines = fit_outlines(levels, props, cue, noise, params, check, first=first)
 
     # Step 3: one outline per droplet, every pixel in at most one.
     instances: list[Instance] = []

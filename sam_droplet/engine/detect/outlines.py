@@ -7,6 +7,7 @@ suppressed (:func:`dedupe_outlines`) and the survivors become masks (:func:`rast
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -18,7 +19,16 @@ from .boundary import clear_edge, fit_boundaries, ray_levels, sample_rays, smoot
 from .params import Check, DetectionParams
 from .proposals import Proposals
 
-__all__ = ["Outlines", "circle_agreement", "dedupe_outlines", "fit_outlines", "outline_quality", "rasterize"]
+__all__ = [
+    "FirstPass",
+    "Outlines",
+    "circle_agreement",
+    "dedupe_outlines",
+    "first_pass",
+    "fit_outlines",
+    "outline_quality",
+    "rasterize",
+]
 
 _GROW = 1.4  # a failed proposal is tried again this much larger
 
@@ -132,6 +142,68 @@ class Outlines:
 _CHECK_EVERY = 4096  # proposals fitted between two calls of ``check`` (well under a second)
 
 
+@dataclass
+class FirstPass:
+    """One fit, without refits, of the batch :func:`fit_outlines` fits first (the proposals that
+    lead their apparent droplet): where the droplets are, for a fraction of the whole fit's cost.
+
+    Attributes:
+        order: every proposal's index, in fitting order (the fit takes it over too).
+        rows: the proposals fitted, the first of ``order``.
+        fitted: their outlines, one row each, score 0 where not a droplet outline.
+        noise: the noise they were judged against.
+    """
+
+    order: np.ndarray
+    rows: np.ndarray
+    fitted: Outlines
+    noise: float | np.ndarray
+
+    def found(self, params: DetectionParams) -> Outlines:
+        """The accepted outlines (duplicates of one droplet included)."""
+        return self.fitted.take(np.flatnonzero(_accepted(self.fitted, params)))
+
+
+def _fit_order(props: Proposals) -> tuple[np.ndarray, int]:
+    """Proposals in fitting order, and the size of the first batch.
+
+    Leaders first: the best proposal of each apparent droplet (proposal-level NMS), then the
+    others, which are fitted only where no confident outline has appeared yet.
+    """
+    leaders = _proposal_leaders(props)
+    rest = np.setdiff1d(np.argsort(-props.score, kind="stable"), leaders, assume_unique=True)
+    rest = rest[np.argsort(-props.score[rest], kind="stable")]
+    return np.concatenate([leaders, rest]), max(256, len(leaders))
+
+
+def _chunks(rows: np.ndarray) -> list[slice]:
+    """Fits are independent: a large batch is fitted in chunks, checking between them."""
+    return [slice(i, i + _CHECK_EVERY) for i in range(0, rows.size, _CHECK_EVERY)]
+
+
+def first_pass(
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    cue: str,
+    noise: float | np.ndarray,
+    params: DetectionParams,
+    check: Check | None = None,
+) -> FirstPass:
+    """Fit :func:`fit_outlines`' first batch once (see :class:`FirstPass`); ``fit_outlines`` with
+    the same proposals and noise takes it over instead of fitting that batch again."""
+    order, batch = _fit_order(props) if len(props) else (np.zeros(0, np.int64), 0)
+    rows = order[:batch]
+    parts = [Outlines.empty(params.n_rays)]
+    for chunk in _chunks(rows):
+        if check:
+            check("boundary fit")
+        sub = props.take(rows[chunk])
+        parts.append(
+            _in_parallel(len(sub), lambda idx, sub=sub: _fit_once(pyramid, sub.take(idx), cue, noise, params), params)
+        )
+    return FirstPass(order, rows, Outlines.concat(parts), noise)
+
+
 def fit_outlines(
     pyramid: list[np.ndarray],
     props: Proposals,
@@ -139,6 +211,7 @@ def fit_outlines(
     noise: float | np.ndarray,
     params: DetectionParams,
     check: Check | None = None,
+    first: FirstPass | None = None,
 ) -> Outlines:
     """Fit proposals best first, in batches; keep good outlines, one per droplet.
 
@@ -146,30 +219,31 @@ def fit_outlines(
     radius, similar size) are dropped unfitted: most droplets are proposed several times (by each
     cue and pyramid level), and one good fit is enough. ``noise`` is the image's pixel noise, or
     one value per pyramid level (each proposal judged against the noise of the level it is sampled
-    at).
+    at). ``first``, the :func:`first_pass` of these proposals against this noise, spares fitting the
+    first batch twice; the result is the same.
     """
     if len(props) == 0:
         return Outlines.empty(params.n_rays)
-    # Leaders first: the best proposal of each apparent droplet (proposal-level NMS), then the
-    # others, which are fitted only where no confident outline has appeared yet.
-    leaders = _proposal_leaders(props)
-    rest = np.setdiff1d(np.argsort(-props.score, kind="stable"), leaders, assume_unique=True)
-    rest = rest[np.argsort(-props.score[rest], kind="stable")]
-    order = np.concatenate([leaders, rest])
-    batch = max(256, len(leaders))
+    if first is None:
+        order, batch = _fit_order(props)
+    elif len(first.order) != len(props) or not np.array_equal(first.noise, noise):
+        raise ValueError("the first pass was fitted to other proposals or against another noise")
+    else:
+        order, batch = first.order, len(first.rows)
     found: list[Outlines] = []
+    known = first.fitted if first is not None else None
     while order.size:
         if check:
             check("boundary fit")
         current, order = order[:batch], order[batch:]
         batch = max(256, len(props) // 8)
-        # Fits are independent: a large batch is fitted in chunks, checking between them.
-        chunks = [current[i : i + _CHECK_EVERY] for i in range(0, current.size, _CHECK_EVERY)]
         parts = []
-        for chunk in chunks:
+        for chunk in _chunks(current):
             if check and parts:
                 check("boundary fit")
-            parts.append(_fit_parallel(pyramid, props.take(chunk), cue, noise, params))
+            once = known.take(np.arange(len(known.score))[chunk]) if known is not None else None
+            parts.append(_fit_parallel(pyramid, props.take(current[chunk]), cue, noise, params, once))
+        known = None  # only the first batch was fitted before
         out = Outlines.concat(parts)
         found.append(out)
         sure = out.take(np.flatnonzero(out.score >= 0.85))
@@ -200,28 +274,54 @@ def _proposal_leaders(props: Proposals) -> np.ndarray:
     return np.asarray(leaders, dtype=np.int64)
 
 
-def _fit_parallel(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
-) -> Outlines:
-    """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
+def _in_parallel(n: int, job: Callable[[np.ndarray], Outlines], params: DetectionParams) -> Outlines:
+    """``job`` (rows -> their outlines) over ``n`` rows, in parts on parallel threads."""
     workers = params.workers()
     # Threads pay off on large batches only: small numpy arrays hold the interpreter lock.
-    if workers <= 1 or len(props) < 512:
-        return _fit_refit(pyramid, props, cue, noise, params)
-    parts = np.array_split(np.arange(len(props)), workers)
-    with ThreadPoolExecutor(max_workers=params.workers()) as pool:
-        outs = list(pool.map(lambda idx: _fit_refit(pyramid, props.take(idx), cue, noise, params), parts))
-    return Outlines.concat(outs)
+    if workers <= 1 or n < 512:
+        return job(np.arange(n))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return Outlines.concat(list(pool.map(job, np.array_split(np.arange(n), workers))))
+
+
+def _fit_parallel(
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    cue: str,
+    noise: float | np.ndarray,
+    params: DetectionParams,
+    once: Outlines | None = None,
+) -> Outlines:
+    """:func:`_fit_refit` on parts of ``props`` in parallel threads."""
+
+    def job(idx: np.ndarray) -> Outlines:
+        return _fit_refit(pyramid, props.take(idx), cue, noise, params, None if once is None else once.take(idx))
+
+    return _in_parallel(len(props), job, params)
+
+
+def _accepted(outlines: Outlines, params: DetectionParams) -> np.ndarray:
+    """Which outlines are droplets: a positive score and a diameter within the limits."""
+    ok = outlines.score > 0
+    ok &= 2 * outlines.r >= params.min_diameter_px
+    if params.max_diameter_px is not None:
+        ok &= 2 * outlines.r <= params.max_diameter_px
+    return ok
 
 
 def _fit_refit(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    cue: str,
+    noise: float | np.ndarray,
+    params: DetectionParams,
+    once: Outlines | None = None,
 ) -> Outlines:
-    """Fit proposals; refit from the outline's own centre and size those that moved away from
-    their proposal (off-centre, or another size) or fell just short of acceptance, keeping the
-    better fit. Rays from the true centre meet the edge square on, so a refit sharpens most fits.
-    Proposals that found edges on few rays are tried again ``_GROW`` times larger. Returns the
-    good outlines."""
+    """Fit proposals (or take their fit, ``once``); refit from the outline's own centre and size
+    those that moved away from their proposal (off-centre, or another size) or fell just short of
+    acceptance, keeping the better fit. Rays from the true centre meet the edge square on, so a
+    refit sharpens most fits. Proposals that found edges on few rays are tried again ``_GROW``
+    times larger. Returns the good outlines."""
 
     def retry(first: Outlines, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> Outlines:
         """Fit the rows ``idx`` again from (cx, cy, r); keep whichever fit scores higher."""
@@ -231,7 +331,7 @@ def _fit_refit(
         better = second.score > first.score[idx]
         return first.replace(idx[better], second.take(np.flatnonzero(better)))
 
-    first = _fit_once(pyramid, props, cue, noise, params)
+    first = _fit_once(pyramid, props, cue, noise, params) if once is None else once
     moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.1 * props.r) | (
         np.abs(first.r / props.r - 1.0) > 0.15
     )
@@ -242,11 +342,7 @@ def _fit_refit(
     # end before the edge: where the fit found edges on few rays, try the proposal larger once.
     idx = np.flatnonzero((first.score == 0) & (first.support < 0.5))
     first = retry(first, idx, props.cx[idx], props.cy[idx], _GROW * props.r[idx])
-    ok = first.score > 0
-    ok &= 2 * first.r >= params.min_diameter_px
-    if params.max_diameter_px is not None:
-        ok &= 2 * first.r <= params.max_diameter_px
-    return first.take(np.flatnonzero(ok))
+    return first.take(np.flatnonzero(_accepted(first, params)))
 
 
 def _fit_once(
