@@ -120,7 +120,7 @@ class Outlines:
         """Every field, one row per outline, in declaration order."""
         return [getattr(self, f.name) for f in fields(self)]
 
-    def take(self, index: np.ndarray) -> Outlines:
+    def take(self, index: np.ndarray | slice) -> Outlines:
         return Outlines(*(column[index] for column in self._columns()))
 
     @classmethod
@@ -241,7 +241,7 @@ def fit_outlines(
         for chunk in _chunks(current):
             if check and parts:
                 check("boundary fit")
-            once = known.take(np.arange(len(known.score))[chunk]) if known is not None else None
+            once = known.take(chunk) if known is not None else None
             parts.append(_fit_parallel(pyramid, props.take(current[chunk]), cue, noise, params, once))
         known = None  # only the first batch was fitted before
         out = Outlines.concat(parts)
