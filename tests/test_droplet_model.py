@@ -181,7 +181,9 @@ def test_pixel_noise_is_not_found_as_droplets_by_any_detector():
     classical specks of every size the model confirms almost none of (seeds 3 and 4 at 2 px: 106
     and 93 specks before that rule, 7 and 3 after), and those whose rim barely stands out of the
     picture's noise where the model does not back them confidently (7 and 3 -> 1 and 1; at 3 px
-    18 and 12 -> 9 and 5; at 1 px 2 and 0 -> 0). Correlated over 3 px it is not yet nothing."""
+    18 and 12 -> 9 and 5; at 1 px 2 and 0 -> 0). The model's outline of such a dropped speck is
+    then a droplet only the model found, with that floor (at 3 px 9 and 5 -> 2 and 1; they were
+    kept as the better outline of the speck). Correlated over 3 px it is not yet nothing."""
     engine = sd.Engine.start(EngineSettings(segmenter="classical"))
     for seed in (3, 4):
         white = synthetic.noise_only(seed=seed, correlation_px=0.0).image
@@ -195,7 +197,7 @@ def test_pixel_noise_is_not_found_as_droplets_by_any_detector():
         assert by_net <= 15 and by_net * 5 < by_classical, (seed, by_net, by_classical)
         assert len(sd.segment(two_px, engine).droplets) <= 1, seed
         three_px = synthetic.noise_only(seed=seed, correlation_px=3.0).image
-        assert len(sd.segment(three_px, engine).droplets) <= 10, seed
+        assert len(sd.segment(three_px, engine).droplets) <= 2, seed
 
 
 @pytest.mark.parametrize("seed", [1, 6])

@@ -35,7 +35,9 @@ scale it sees the droplet at, but among ten thousand proposals on a noisy pictur
 correlated noise pass that ray by ray; their typical edge is then barely above the floor. So a
 classical droplet whose rim's typical edge is under 1.5 times the floor (``_FAINT``) stays only
 where the model backs it with a confident droplet of its own (generated noise-only pictures,
-correlated over 2 px: 2-7 specks -> 0-1).
+correlated over 2 px: 2-7 specks -> 0-1). The model's outline of a speck so dropped is not its
+better outline: where every classical droplet of a group was dropped, the model's droplets there
+are ones only the model found, with that floor (correlated over 3 px: 4-9 specks -> 0-2).
 
 The classical droplets linked to one model droplet are pieces of it, whatever the edges say,
 when at most one of them holds a centre of its own as the model sees it (centerness in its inner
@@ -335,6 +337,11 @@ def combine_detections(
     # the size distribution (ddPCR_0_0's CV 1.9 % -> 5.4 %).
     model_convention = sum(d for d, alike in zip(lead, same, strict=True) if alike) > 0
     for (ci, fj), ahead, alike in zip(groups, lead, same, strict=True):
+        if not keep_classical[ci].any():
+            # Every classical droplet here was dropped, its rim too faint to stand out of the
+            # picture's noise: the model's droplets are then ones only the model found, and are
+            # judged as those below (its floor), not kept as better outlines of noise.
+            continue
         if alike:
             replace = model_convention
         elif len(fj) == 1 and sum(centre[i] < _OWN_CENTRE for i in ci) >= max(1, len(ci) - 1):
