@@ -603,6 +603,7 @@ class Engine:
             raw, resolved = detection.instances, detection.resolve.as_dict()
         if detector in ("net", "combined"):
             from .engine.detect.combine import combine_detections
+            from .engine.detect.learned import sharpen_outlines
 
             t0 = time.perf_counter()
             info.setdefault("on_annotations", on_annotations)  # combined: the classical count stands
@@ -614,10 +615,16 @@ class Engine:
                 # what only the classical one found goes where the model sees background.
                 found, _ = resolve_overlaps(found, check=check)
                 vetoed: list[Any] = []
+                model_found = {id(inst) for inst in found}
                 found = combine_detections(raw, found, image.gray, *maps, vetoed=vetoed)
                 info["model_vetoed"] = len(vetoed)  # classical droplets the model sees none in
             # Each pyramid level, and the classical detector, may report the same droplet: one stays.
             raw, report = resolve_overlaps(found, keep_nested=nested, check=check)
+            if detector == "combined":
+                # Then the model's large droplets are outlined by a finer level: the choices above
+                # compared outlines at the precision each detector judged them. (The model alone
+                # keeps its coarse outlines: there the finer level lost droplets carrying beads.)
+                raw = sharpen_outlines(raw, maps[0], model_found)
             resolved = {k: resolved.get(k, 0) + v for k, v in report.as_dict().items()}
             timing["combine"] = (time.perf_counter() - t0) * 1000
         if check:
