@@ -143,11 +143,12 @@ def _assign(inside: np.ndarray, cores: np.ndarray, n: int) -> np.ndarray:
 _DISKS = {r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) for r in (1, 2, 3)}
 
 
-def _smooth(mask: np.ndarray) -> np.ndarray:
+def _smooth(mask: np.ndarray, close: bool = False) -> np.ndarray:
     """The droplet's mask without spurs a pixel or two wide (foreground running into the gap
     between droplets), which a droplet's smooth outline never has and which add a tenth to its
     perimeter, enough for the circularity filter to reject a round droplet: a morphological opening
-    by a disk of 1/16 of the droplet's diameter (1 to 3 px), keeping the largest piece."""
+    by a disk of 1/16 of the droplet's diameter (1 to 3 px), keeping the largest piece; with
+    ``close``, then a closing by the same disk (notches as well as spurs)."""
     r = int(np.clip(round(np.sqrt(np.count_nonzero(mask) / np.pi) / 8), 1, 3))  # the disk's radius
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=0)
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, _DISKS[r])[r:-r, r:-r]
@@ -155,8 +156,13 @@ def _smooth(mask: np.ndarray) -> np.ndarray:
     # once per droplet), the same pieces (4-connected, numbered in scan order).
     n, pieces, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
     if n > 2:
-        return pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return opened.astype(bool) if n > 1 else mask
+        mask = pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    elif n > 1:
+        mask = opened.astype(bool)
+    if not close:
+        return mask
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=0)
+    return cv2.morphologyEx(padded, cv2.MORPH_CLOSE, _DISKS[r])[r:-r, r:-r].astype(bool)
 
 
 def _decode(
@@ -393,14 +399,15 @@ def sharpen_outlines(
     """
     if not foreground or not droplets:
         return droplets
-    shape = foreground[0].shape
-    held = paint_labels(droplets, shape)  # 1 + the index of the droplet holding each pixel
+    held = None  # 1 + the index of the droplet holding each pixel, painted once it is needed
     out = []
     for k, inst in enumerate(droplets):
         level = foreground_level(2.0 * (inst.radius or np.sqrt(inst.area / np.pi)), len(foreground))
         if level == 0 or (which is not None and id(inst) not in which):
             out.append(inst)
             continue
+        if held is None:
+            held = paint_labels(droplets, foreground[0].shape)
         out.append(_sharpened(inst, foreground[max(0, level - 2)], 2**level, held, k + 1))
     return out
 
@@ -431,17 +438,10 @@ def _sharpened(inst: Instance, fine: np.ndarray, step: int, held: np.ndarray, ow
     reach = cv2.dilate(coarse, disk).astype(bool)
     holder = held[y0:y1, x0:x1]
     free = (holder == 0) | (holder == own)
-    mask = core | (reach & (fine > 0.5))
-    n, pieces, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
-    if n > 2:
-        mask = pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     # Smooth as a full-size droplet's mask is (the finer level's foreground runs a pixel or two
     # into the gaps between packed droplets, and a ragged outline fails the circularity filter),
     # and closed over the notches the same pixels leave.
-    mask = _smooth(mask)
-    r = int(np.clip(round(np.sqrt(np.count_nonzero(mask) / np.pi) / 8), 1, 3))
-    padded = cv2.copyMakeBorder(mask.astype(np.uint8), r, r, r, r, cv2.BORDER_CONSTANT, value=0)
-    mask = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, _DISKS[r])[r:-r, r:-r].astype(bool)
+    mask = _smooth(core | (reach & (fine > 0.5)), close=True)
     mask = fill_holes(mask) & free  # a droplet seen through this one keeps its pixels
     ys, xs = np.nonzero(mask)
     # Where the finer level cuts bays into it (beads or cells at its edge, a rim too faint for
