@@ -277,3 +277,24 @@ def test_a_faint_droplet_the_model_outlined_alike_stays_where_its_size_is_clearl
     assert kept_faint(combine_detections(classical(True), model(alike), gray, foreground))
     assert not kept_faint(combine_detections(classical(False), model(alike)[-1:], gray, foreground))
     assert not kept_faint(combine_detections(classical(True), model(unlike), gray, foreground))
+
+
+def test_a_droplet_the_model_sees_over_a_larger_ones_rim_is_not_covered_by_that_droplet():
+    """emulsion_gt IMG_538: a droplet 44 px across seen over the rim of one 197 px across. Both
+    detectors outlined the large one alike; the model also found the small one (0.85), sharing a
+    contact line with its own large outline, but a quarter of it lay under the classical outline
+    of the large one, and a droplet only the model found was added only where at most a fifth of
+    it lies under classical droplets. The classical twin of another model droplet does not count:
+    the model, which saw both, settled where they meet."""
+    large, small = _ellipse(120, 100, 50, 50), _ellipse(172, 100, 14, 14)
+    gray = _picture(large, small)
+    foreground = [np.full(SHAPE, 0.9, np.float32)]
+    classical = [replace(_instance(large), contrast=4.0)]
+    model_small = replace(_instance(small), score=0.85)
+    model_large = replace(_instance(large & ~small), score=0.95)
+    assert np.count_nonzero(large & small) > 0.25 * np.count_nonzero(small)
+    out = combine_detections(classical, [model_large, model_small], gray, foreground)
+    assert model_small in out
+    # Where the model did not outline the large droplet alike, the classical outline covers it.
+    model_other = replace(_instance(_ellipse(120, 100, 30, 30)), score=0.95)
+    assert model_small not in combine_detections(classical, [model_other, model_small], gray, foreground)
