@@ -229,27 +229,6 @@ def _overlap(a: Instance, b: Instance) -> int:
     return int(np.count_nonzero(ours & b.mask[y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]))
 
 
-def _seen_through(
-    classical: list[Instance], keep: np.ndarray, found: list[Instance], groups: list[tuple[list[int], list[int]]]
-) -> dict[int, list[Instance]]:
-    """The kept classical droplets each model droplet may overlap: ``{model index: hosts}``.
-
-    A host is a kept classical droplet of the model droplet's group that the model outlined alike
-    as another of its droplets (IoU ``_SAME``). Both detectors see the host, and the model, whose
-    droplets are disjoint, saw the other one besides and settled where the two meet: a droplet seen
-    over or through a larger one's rim, not a second outline of it. (Whether to keep droplets seen
-    through others is the overlap resolution's choice, afterwards.)
-    """
-    out: dict[int, list[Instance]] = {}
-    for ci, fj in groups:
-        twins = {i: j for i in ci if keep[i] for j in fj if mask_iou(classical[i], found[j]) >= _SAME}
-        for j in fj:
-            hosts = [classical[i] for i, twin in twins.items() if twin != j]
-            if hosts:
-                out[j] = hosts
-    return out
-
-
 def _cut_through(classical: list[Instance], model: list[Instance], gray: np.ndarray) -> bool:
     """Whether the classical droplets meet along a line that looks like the model droplet's interior:
     the middle part of their contact line differs from the droplet at the same depth below its
@@ -352,13 +331,15 @@ def combine_detections(
     keep_classical = np.ones(len(classical), bool)
     keep_found = np.zeros(len(found), bool)
     groups = _groups(classical, found, gray.shape[:2]) if found else []
+    # Per group, the (classical, model) pairs outlined alike: one droplet, drawn by both.
+    twins = [[(i, j) for i in ci for j in fj if mask_iou(classical[i], found[j]) >= _SAME] for ci, fj in groups]
     if foreground:
         linked = {i for ci, _ in groups for i in ci}
         unconfirmed = _unconfirmed_sizes(classical, linked)
         # Classical droplets a confident model droplet overlaps: their rim may be faint.
         backed = {i for ci, fj in groups if any(found[j].score >= _MODEL_ONLY_FLOOR for j in fj) for i in ci}
         # ... or one the model outlined alike, unsure as it is, of a size with a clear population.
-        alike = {i for ci, fj in groups for i in ci if any(mask_iou(classical[i], found[j]) >= _SAME for j in fj)}
+        alike = {i for pairs in twins for i, _ in pairs}
         for i, inst in enumerate(classical):
             keep_classical[i] = i in linked or (
                 _octave(inst) not in unconfirmed and float(_model_view(inst, foreground).mean()) >= _BACKGROUND
@@ -410,11 +391,16 @@ def combine_detections(
             keep_found[fj] = True
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
     taken = paint_labels(kept, gray.shape[:2]) > 0
-    seen_through = _seen_through(classical, keep_classical, found, groups)
+    # A kept classical droplet the model outlined alike as another of its droplets does not cover
+    # a model droplet: the model, whose droplets are disjoint, saw both and settled where they meet
+    # (a droplet seen over a larger one's rim; the overlap resolution then decides the pixels).
+    hosts: dict[int, list[Instance]] = {}
+    for (_, fj), pairs in zip(groups, twins, strict=True):
+        for j in fj:
+            hosts[j] = [classical[i] for i, twin in pairs if keep_classical[i] and twin != j]
     for j, inst in enumerate(found):
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
-            for host in seen_through.get(j, []):
-                covered -= _overlap(host, inst)
+            covered -= sum(_overlap(host, inst) for host in hosts.get(j, []))
             keep_found[j] = covered <= (1 - _FREE) * inst.area and inst.score >= floor
     return kept + [f for f, k in zip(found, keep_found, strict=True) if k]
