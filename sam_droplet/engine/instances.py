@@ -25,6 +25,7 @@ __all__ = [
     "encode_rle",
     "fill_holes",
     "instances_from_labels",
+    "mask_intersection",
     "mask_iou",
     "paint_labels",
     "resolve_overlaps",
@@ -131,16 +132,20 @@ def instances_from_labels(
     return out
 
 
+def mask_intersection(a: Instance, b: Instance) -> int:
+    """Pixels two instances' masks share (over the overlap of their crops only)."""
+    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
+    if x0 >= x1 or y0 >= y1:
+        return 0
+    ma = a.mask[y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0]
+    return int(np.count_nonzero(ma & b.mask[y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]))
+
+
 def mask_iou(a: Instance, b: Instance) -> float:
     """Intersection over union of two instances' masks."""
-    x0, y0 = min(a.x0, b.x0), min(a.y0, b.y0)
-    x1, y1 = max(a.x1, b.x1), max(a.y1, b.y1)
-    ma = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    mb = np.zeros_like(ma)
-    ma[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0] = a.mask
-    mb[b.y0 - y0 : b.y1 - y0, b.x0 - x0 : b.x1 - x0] = b.mask
-    union = np.count_nonzero(ma | mb)
-    return np.count_nonzero(ma & mb) / union if union else 0.0
+    inter = mask_intersection(a, b)
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
 
 
 def paint_labels(instances: list[Instance], shape: tuple[int, int], ids: list[int] | None = None) -> np.ndarray:
@@ -235,14 +240,7 @@ def _overlaps(instances: list[Instance], check: Callable[[str], None] | None = N
         active = active[boxes[active, 2] > x0]
         near = active[(np.maximum(boxes[active, 1], boxes[i, 1]) < np.minimum(boxes[active, 3], boxes[i, 3]))]
         for j in near.tolist():
-            ix0, iy0 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
-            ix1, iy1 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
-            if ix0 >= ix1 or iy0 >= iy1:
-                continue
-            a, b = instances[i], instances[j]
-            ma = a.mask[iy0 - a.y0 : iy1 - a.y0, ix0 - a.x0 : ix1 - a.x0]
-            mb = b.mask[iy0 - b.y0 : iy1 - b.y0, ix0 - b.x0 : ix1 - b.x0]
-            inter = int(np.count_nonzero(ma & mb))
+            inter = mask_intersection(instances[i], instances[j])
             if inter:
                 pairs.append((int(i), int(j), inter))
         active = np.append(active, i)

@@ -68,7 +68,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from ..instances import Instance, mask_iou, paint_labels
+from ..instances import Instance, mask_intersection, mask_iou, paint_labels
 from .learned import foreground_level, has_small_droplets
 from .normalize import normalize_intensity
 
@@ -220,15 +220,6 @@ def _encloses(outer: list[Instance], inner: list[Instance]) -> bool:
     return inside >= _INSIDE * np.count_nonzero(into) and np.count_nonzero(out) >= _LARGER * np.count_nonzero(into)
 
 
-def _overlap(a: Instance, b: Instance) -> int:
-    """Pixels two droplets share."""
-    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
-    if x0 >= x1 or y0 >= y1:
-        return 0
-    ours = a.mask[y0 - a.y0 : y1 - a.y0, x0 - a.x0 : x1 - a.x0]
-    return int(np.count_nonzero(ours & b.mask[y0 - b.y0 : y1 - b.y0, x0 - b.x0 : x1 - b.x0]))
-
-
 def _cut_through(classical: list[Instance], model: list[Instance], gray: np.ndarray) -> bool:
     """Whether the classical droplets meet along a line that looks like the model droplet's interior:
     the middle part of their contact line differs from the droplet at the same depth below its
@@ -353,13 +344,13 @@ def combine_detections(
     edges = _edge_strength(normalize_intensity(gray).astype(np.float32)) if groups else None
     # Per group: how much more of the model's outlines than of the classical lies on edges.
     lead, same = [], []
-    for ci, fj in groups:
+    for (ci, fj), pairs in zip(groups, twins, strict=True):
         c_values = [_outline_values(classical[i], edges) for i in ci]
         f_values = [_outline_values(found[j], edges) for j in fj]
         every = np.concatenate(c_values + f_values)
         strong = _EDGE_SHARE * float(np.percentile(every, 90)) if every.size else 0.0
         lead.append(_edge_support(f_values, strong) - _edge_support(c_values, strong))
-        same.append(len(ci) == len(fj) == 1 and mask_iou(classical[ci[0]], found[fj[0]]) >= _SAME)
+        same.append(len(ci) == len(fj) == 1 and bool(pairs))
     # A droplet both outlined alike differs only in where the outline sits on its rim. Those all
     # take the convention that lies more on edges over the whole picture: mixing two would widen
     # the size distribution (ddPCR_0_0's CV 1.9 % -> 5.4 %).
@@ -401,6 +392,6 @@ def combine_detections(
     for j, inst in enumerate(found):
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
-            covered -= sum(_overlap(host, inst) for host in hosts.get(j, []))
+            covered -= sum(mask_intersection(host, inst) for host in hosts.get(j, []))
             keep_found[j] = covered <= (1 - _FREE) * inst.area and inst.score >= floor
     return kept + [f for f, k in zip(found, keep_found, strict=True) if k]
