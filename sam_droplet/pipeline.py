@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, gathered_in_droplets
+from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, free_contents, gathered_in_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
 from .engine.detect.overlays import off_annotations, shared_annotation_mask
@@ -514,18 +514,20 @@ class Engine:
             preset, why, droplets = _auto_preset(droplets, image, cue, options.um_per_px, check)
             spec, _ = resolve_filters(options.filters, preset, calibrated=calibrated)
             details["preset"] = {"requested": "auto", "chosen": preset, **why}
-            absorbed = why.get("contents_in_droplets", 0)
+            absorbed, strays = why.get("contents_in_droplets", 0), why.get("contents_outside_droplets", 0)
             timing["preset"] = (time.perf_counter() - t0) * 1000
         elif not nested:
             # The preset says droplets carry contents: an object inside one is not a droplet.
             t0 = time.perf_counter()
-            droplets, absorbed = _without_contents(droplets, image, options.um_per_px, check)
+            droplets, absorbed, strays = _without_contents(droplets, image, options.um_per_px, check)
             timing["measure"] += (time.perf_counter() - t0) * 1000
         else:
-            absorbed = 0
+            absorbed = strays = 0
         if absorbed:
             resolved = details.setdefault("resolved", {})
             resolved["nested"] = resolved.get("nested", 0) + absorbed
+        if strays:
+            details.setdefault("resolved", {})["contents_outside_droplets"] = strays
 
         t0 = time.perf_counter()
         removed_counts = apply_filters(droplets, spec, options.um_per_px)
@@ -768,6 +770,8 @@ def _auto_preset(
     seen through larger ones are spread over the field). Then its pixels go back to its droplet,
     and ``why`` says how many (``contents_in_droplets``; the ``contents`` option counts each
     droplet's). Otherwise (a polydisperse emulsion, several layers deep) it stays a droplet.
+    Where they gather, the few objects of their sizes found outside every droplet are contents too
+    (``contents_outside_droplets``; see :func:`_without_contents`).
     """
     h, w = image.gray.shape
 
@@ -781,7 +785,9 @@ def _auto_preset(
         preset == "packed_monolayer"
         or gathered_in_droplets([d.instance for d in droplets], enclosed, (h, w)) < _GATHERED
     ):
-        droplets, why["contents_in_droplets"] = _without_contents(droplets, image, um_per_px, check, enclosed)
+        droplets, why["contents_in_droplets"], strays = _without_contents(droplets, image, um_per_px, check, enclosed)
+        if strays:
+            why["contents_outside_droplets"] = strays
         if preset != "packed_monolayer":
             # The droplets alone choose, without their contents.
             preset, chosen_by = choose(droplets)
@@ -795,15 +801,27 @@ def _without_contents(
     um_per_px: float | None,
     check: Check | None,
     enclosed: dict[int, int] | None = None,
-) -> tuple[list[Droplet], int]:
+) -> tuple[list[Droplet], int, int]:
     """The droplets measured again without the objects lying inside them (their pixels given back
-    to the droplet that carries them), and how many objects that was."""
+    to the droplet that carries them), and how many objects that was; and without the objects of
+    their sizes outside every droplet, where the objects gather inside droplets far beyond chance,
+    and how many of those there were.
+
+    Such a free object belongs to the population the gathering test counted with them, and that
+    population lies inside droplets: it is a content whose droplet was not found (cut by the image
+    border, its rim too faint), or a loose bead or cell, not a droplet.
+    """
     if enclosed is None:
         enclosed = enclosed_droplets([d.instance for d in droplets], image.gray.shape)
     if not enclosed:
-        return droplets, 0
-    kept = absorb_enclosed([d.instance for d in droplets], enclosed)
-    return measure_droplets(kept, image.gray, um_per_px, check), len(enclosed)
+        return droplets, 0, 0
+    instances = [d.instance for d in droplets]
+    strays: list[int] = []
+    if gathered_in_droplets(instances, enclosed, image.gray.shape) < _GATHERED:
+        strays = free_contents(instances, enclosed)
+    loose = {id(instances[k]) for k in strays}
+    kept = [inst for inst in absorb_enclosed(instances, enclosed) if id(inst) not in loose]
+    return measure_droplets(kept, image.gray, um_per_px, check), len(enclosed), len(strays)
 
 
 def _count_contents(droplets: list[Droplet], image: ImageData, object_diameter_px: float) -> dict[str, Any]:

@@ -207,10 +207,11 @@ def test_objects_inside_larger_droplets_are_found_and_given_back():
     assert enclosed_droplets([droplet], (400, 400)) == {}
 
 
-def _big_droplets_and_small_objects(objects_inside_only: bool, seed: int = 1):
+def _big_droplets_and_small_objects(objects_inside_only: bool, seed: int = 1, loose: int = 0):
     """Three droplets 200 px across in a 480x720 bright-field picture, and 36 small round objects
     (14 px, outlined like small droplets): all inside the droplets (beads carried by them), or
-    spread over the whole field (small droplets, some seen through the large ones)."""
+    spread over the whole field (small droplets, some seen through the large ones); and ``loose``
+    more outside the droplets."""
     from sam_droplet.tools import synthetic
 
     rng = np.random.default_rng(seed)
@@ -226,8 +227,12 @@ def _big_droplets_and_small_objects(objects_inside_only: bool, seed: int = 1):
             x, y = rng.uniform(15, shape[1] - 15), rng.uniform(15, shape[0] - 15)
         if all(np.hypot(x - a, y - b) > 20 for a, b in small):
             small.append((x, y))
+    while len(small) < 36 + loose:
+        x, y = rng.uniform(15, shape[1] - 15), rng.uniform(15, shape[0] - 15)
+        if np.hypot(*(big - [x, y]).T).min() > 120 and all(np.hypot(x - a, y - b) > 20 for a, b in small):
+            small.append((x, y))
     centers = np.concatenate([big, np.array(small)])
-    radii = np.concatenate([np.full(3, 100.0), np.full(36, 7.0)])
+    radii = np.concatenate([np.full(3, 100.0), np.full(len(small), 7.0)])
     canvas = np.full(shape, 0.7, dtype=np.float32)
     synthetic._render_brightfield(canvas, centers, radii, 0.7, 0.72, rim_depth=0.6, rim_width=4.0)
     return synthetic._finish(canvas, shape, 0.1, 0.02, False, np.uint8, rng)
@@ -252,6 +257,21 @@ def test_objects_gathered_inside_droplets_are_their_contents():
     centres = np.array([[130.0, 140.0], [370.0, 300.0], [600.0, 150.0]])
     seen_through = [d for d in small if np.hypot(*(centres - np.array(d.centroid)).T).min() < 90]
     assert seen_through  # reported as droplets, not taken for contents
+
+
+def test_objects_of_the_contents_sizes_outside_every_droplet_are_contents_too():
+    """Where the objects gather inside droplets far beyond chance, the few of their sizes found
+    outside every droplet are of that population too: loose beads, or the contents of a droplet
+    cut by the border or too faint to be found (generated large droplets with beads reported them
+    as droplets), not droplets."""
+    import sam_droplet as sd
+
+    result = sd.segment(_big_droplets_and_small_objects(objects_inside_only=True, loose=4))
+    sizes = sorted(round(d.equivalent_diameter_px) for d in result.droplets)
+    assert len(sizes) == 3 and min(sizes) > 180, sizes
+    # (The combination may already have given some droplets' beads back to them.)
+    assert result.summary["preset"]["contents_in_droplets"] >= 12
+    assert result.summary["preset"]["contents_outside_droplets"] == 4
 
 
 def test_a_droplet_seen_through_another_leaves_it_whole():

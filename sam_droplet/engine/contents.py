@@ -31,7 +31,7 @@ from scipy import ndimage, stats
 
 from .instances import Instance, convex_hull_mask, convex_hull_points, fill_holes
 
-__all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "gathered_in_droplets"]
+__all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "free_contents", "gathered_in_droplets"]
 
 _MIN_PIECES_FOR_TYPICAL = 5
 # How many times an object's diameter a droplet must be to carry it.
@@ -187,14 +187,31 @@ def gathered_in_droplets(instances: list[Instance], enclosed: dict[int, int], sh
     if not enclosed:
         return 1.0
     areas = np.array([inst.area for inst in instances], dtype=np.float64)
+    share = min(float(areas[_could_carry(areas, enclosed)].sum()) / float(shape[0] * shape[1]), 1.0)
+    n_free = len(free_contents(instances, enclosed))
+    return float(stats.binom.sf(len(enclosed) - 1, len(enclosed) + n_free, share))
+
+
+def free_contents(instances: list[Instance], enclosed: dict[int, int]) -> list[int]:
+    """The indices of the objects of the ``enclosed`` objects' sizes that lie inside no droplet:
+    free ones of the same population, as :func:`gathered_in_droplets` counts them.
+
+    Their sizes: equivalent radii from the smallest enclosed object's to the largest's, each
+    widened by a pixel (where an outline sits on a rim varies by that much).
+    """
+    if not enclosed:
+        return []
+    areas = np.array([inst.area for inst in instances], dtype=np.float64)
     inside = np.array(sorted(enclosed), dtype=np.int64)
-    lo, hi = areas[inside].min(), areas[inside].max()
-    # Droplets that could carry the typical object, as enclosed_droplets asks.
-    could_carry = areas >= CARRIER_RATIO**2 * float(np.median(areas[inside]))
-    share = min(float(areas[could_carry].sum()) / float(shape[0] * shape[1]), 1.0)
-    free = np.flatnonzero((areas >= lo) & (areas <= hi) & ~could_carry)
-    n_free = int(np.setdiff1d(free, inside).size)
-    return float(stats.binom.sf(len(inside) - 1, len(inside) + n_free, share))
+    radii = np.sqrt(areas / np.pi)
+    lo, hi = radii[inside].min() - 1.0, radii[inside].max() + 1.0
+    free = np.flatnonzero((radii >= lo) & (radii <= hi) & ~_could_carry(areas, enclosed))
+    return np.setdiff1d(free, inside).tolist()
+
+
+def _could_carry(areas: np.ndarray, enclosed: dict[int, int]) -> np.ndarray:
+    """Which droplets could carry the typical enclosed object, as :func:`enclosed_droplets` asks."""
+    return areas >= CARRIER_RATIO**2 * float(np.median(areas[np.array(sorted(enclosed), dtype=np.int64)]))
 
 
 def absorb_enclosed(instances: list[Instance], enclosed: dict[int, int]) -> list[Instance]:

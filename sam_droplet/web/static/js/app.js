@@ -77,7 +77,8 @@ workbenchHooks.showChoice = (job) => {
   const cover = `${(100 * chosen.area_fraction).toFixed(0)} % of the field`;
   const cv = chosen.diameter_robust_cv == null ? "" : `, robust CV ${(100 * chosen.diameter_robust_cv).toFixed(1)} %`;
   const inside = chosen.contents_in_droplets ? `; ${chosen.contents_in_droplets} objects inside droplets are their contents, not droplets` : "";
-  $("preset-help").textContent = `Auto: ${chosen.chosen.replace(/_/g, " ")} for this image (${chosen.whole_droplets} whole droplets over ${cover}${cv}${inside}). Edit a filter to apply your own to every image.`;
+  const loose = chosen.contents_outside_droplets ? `, and ${chosen.contents_outside_droplets} of their size outside droplets too` : "";
+  $("preset-help").textContent = `Auto: ${chosen.chosen.replace(/_/g, " ")} for this image (${chosen.whole_droplets} whole droplets over ${cover}${cv}${inside}${loose}). Edit a filter to apply your own to every image.`;
 };
 
 function presetChanged() {
