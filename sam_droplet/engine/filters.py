@@ -122,9 +122,14 @@ PRESETS: dict[str, Preset] = {
         nested_droplets=False,
         count_contents=True,
     ),
+    # Bright on dark are mostly gas bubbles in flow (background-subtracted), deformed by it: an
+    # ellipse 4 times as long as wide has a circularity of 0.54, 5 times 0.45. 0.4 keeps those and
+    # still drops streaks and lines. Generated bright bubbles, tuning seeds: 0.5, 0.4, 0.3 and no
+    # limit tie (0.961 -> 0.963 against 0.6); held out: bubbles_gt 0.782 -> 0.789.
     "bright_droplets": Preset(
-        "Droplets brighter than the background (fluorescence, dark-field).",
-        dict(DEFAULT_FILTERS),
+        "Droplets or bubbles brighter than the background (fluorescence, dark-field, background-subtracted "
+        "bubbles); circularity >= 0.4, since bubbles in flow deform.",
+        {**DEFAULT_FILTERS, "circularity_min": 0.4},
         appearance="bright",
     ),
     "dark_droplets": Preset(
