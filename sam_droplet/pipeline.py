@@ -29,10 +29,11 @@ import numpy as np
 from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, free_contents, gathered_in_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
+from .engine.detect.normalize import is_dark_field
 from .engine.detect.overlays import off_annotations, shared_annotation_mask
 from .engine.filters import PRESETS, apply_filters, choose_preset, resolve_filters
 from .engine.fluorescence import THRESHOLD_METHODS, fluorescence_of_added, measure_fluorescence, occupancy
-from .engine.instances import resolve_overlaps
+from .engine.instances import paint_labels, resolve_overlaps
 from .engine.measure import Droplet, measure_droplets
 from .engine.point import PointQuery, detect_at_point
 from .errors import InvalidOptions, NotReady, OutOfMemory, StartupError
@@ -779,6 +780,14 @@ def _auto_preset(
         whole = np.array([d.equivalent_diameter_px for d in chosen_from if not d.touches_edge])
         return choose_preset(cue, whole, sum(d.area_px for d in chosen_from) / float(h * w))
 
+    if (
+        cue == "rim"
+        and droplets
+        and is_dark_field(image.gray, paint_labels([d.instance for d in droplets], (h, w)) > 0)
+    ):
+        # Bright rims on black (bubbles, background-subtracted) can pass the classical detector's
+        # rim model; the picture's own dark background says the droplets are the bright ones.
+        cue = "bright"
     enclosed = enclosed_droplets([d.instance for d in droplets], (h, w))
     preset, why = choose([d for k, d in enumerate(droplets) if k not in enclosed])
     if enclosed and (

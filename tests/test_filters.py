@@ -289,6 +289,23 @@ def test_a_droplet_seen_through_another_leaves_it_whole():
     assert holed.equivalent_diameter_px == whole.equivalent_diameter_px
 
 
+def test_bright_rims_on_black_choose_the_bright_preset():
+    """Bubbles with bright rims on black (generated bright bubbles, seed 4) pass the classical
+    detector's rim model, which made the auto preset take them for bright field; the picture's own
+    background, under 15 % of its bright level, says dark field."""
+    import sam_droplet as sd
+    from sam_droplet.engine.detect.normalize import is_dark_field
+    from sam_droplet.tools import synthetic
+
+    bubbles = synthetic.bright_bubbles(seed=4)
+    result = sd.segment(bubbles.image)
+    assert result.details["detector"]["appearance"] == "rim"  # the classical cue, unchanged
+    assert result.preset == "bright_droplets" and result.summary["preset"]["appearance"] == "bright"
+    field = synthetic.sparse_emulsion(seed=2)
+    assert not is_dark_field(field.image, field.labels > 0)
+    assert is_dark_field(bubbles.image, bubbles.labels > 0)
+
+
 @pytest.mark.parametrize("seed", [2, 9])
 def test_deformed_bright_bubbles_are_kept(seed):
     """Bright on dark are mostly bubbles in flow, which deform: the bright preset keeps outlines down

@@ -10,7 +10,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["background_noise", "even_illumination", "light_level", "noise_sigma", "normalize_intensity", "pyramid"]
+__all__ = [
+    "background_noise",
+    "even_illumination",
+    "is_dark_field",
+    "light_level",
+    "noise_sigma",
+    "normalize_intensity",
+    "pyramid",
+]
 
 
 def normalize_intensity(gray: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -69,6 +77,18 @@ def _light_level(g: np.ndarray) -> np.ndarray:
     median = cv2.medianBlur(small8, k) if k >= 3 else small8
     smooth = cv2.GaussianBlur(median.astype(np.float32), (0, 0), k / 3) * (top / 255.0)
     return cv2.resize(smooth, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def is_dark_field(gray: np.ndarray, droplets: np.ndarray) -> bool:
+    """Whether ``gray`` is a dark-field picture: the background (outside the ``droplets`` mask)
+    lies under :data:`_FLOOR_SHARE` of the picture's bright level (its 99.5th percentile), as
+    in fluorescence or background-subtracted bubbles, never in bright field."""
+    g = np.nan_to_num(np.asarray(gray, dtype=np.float32))
+    background = g[~droplets]
+    if background.size == 0:
+        return False
+    bright = float(np.percentile(g, 99.5))
+    return bright > 0 and float(np.median(background)) < _FLOOR_SHARE * bright
 
 
 def even_illumination(gray: np.ndarray) -> np.ndarray:
