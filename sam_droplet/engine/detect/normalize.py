@@ -83,8 +83,10 @@ def is_dark_field(gray: np.ndarray, droplets: np.ndarray) -> bool:
     """Whether ``gray`` is a dark-field picture: the background (outside the ``droplets`` mask)
     lies under :data:`_FLOOR_SHARE` of the picture's bright level (its 99.5th percentile), as
     in fluorescence or background-subtracted bubbles, never in bright field."""
-    g = np.nan_to_num(np.asarray(gray, dtype=np.float32))
-    background = g[~droplets]
+    # Both figures are read off an even sample of about 250 000 pixels (4 ms, not 60, at 2200x1700).
+    step = max(1, int(np.sqrt(gray.size / 250_000)))
+    g = np.nan_to_num(np.asarray(gray[::step, ::step], dtype=np.float32))
+    background = g[~droplets[::step, ::step]]
     if background.size == 0:
         return False
     bright = float(np.percentile(g, 99.5))
