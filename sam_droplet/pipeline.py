@@ -790,11 +790,11 @@ def _auto_preset(
         cue = "bright"
     enclosed = enclosed_droplets([d.instance for d in droplets], (h, w))
     preset, why = choose([d for k, d in enumerate(droplets) if k not in enclosed])
-    if enclosed and (
-        preset == "packed_monolayer"
-        or gathered_in_droplets([d.instance for d in droplets], enclosed, (h, w)) < _GATHERED
-    ):
-        droplets, why["contents_in_droplets"], strays = _without_contents(droplets, image, um_per_px, check, enclosed)
+    gathered = bool(enclosed) and gathered_in_droplets([d.instance for d in droplets], enclosed, (h, w)) < _GATHERED
+    if enclosed and (preset == "packed_monolayer" or gathered):
+        droplets, why["contents_in_droplets"], strays = _without_contents(
+            droplets, image, um_per_px, check, enclosed, gathered
+        )
         if strays:
             why["contents_outside_droplets"] = strays
         if preset != "packed_monolayer":
@@ -810,6 +810,7 @@ def _without_contents(
     um_per_px: float | None,
     check: Check | None,
     enclosed: dict[int, int] | None = None,
+    gathered: bool | None = None,
 ) -> tuple[list[Droplet], int, int]:
     """The droplets measured again without the objects lying inside them (their pixels given back
     to the droplet that carries them), and how many objects that was; and without the objects of
@@ -818,16 +819,17 @@ def _without_contents(
 
     Such a free object belongs to the population the gathering test counted with them, and that
     population lies inside droplets: it is a content whose droplet was not found (cut by the image
-    border, its rim too faint), or a loose bead or cell, not a droplet.
+    border, its rim too faint), or a loose bead or cell, not a droplet. ``enclosed`` and
+    ``gathered`` (whether they gather so) are found here unless given.
     """
     if enclosed is None:
         enclosed = enclosed_droplets([d.instance for d in droplets], image.gray.shape)
     if not enclosed:
         return droplets, 0, 0
     instances = [d.instance for d in droplets]
-    strays: list[int] = []
-    if gathered_in_droplets(instances, enclosed, image.gray.shape) < _GATHERED:
-        strays = free_contents(instances, enclosed)
+    if gathered is None:
+        gathered = gathered_in_droplets(instances, enclosed, image.gray.shape) < _GATHERED
+    strays = free_contents(instances, enclosed) if gathered else []
     loose = {id(instances[k]) for k in strays}
     kept = [inst for inst in absorb_enclosed(instances, enclosed) if id(inst) not in loose]
     return measure_droplets(kept, image.gray, um_per_px, check), len(enclosed), len(strays)

@@ -89,8 +89,13 @@ def is_dark_field(gray: np.ndarray, droplets: np.ndarray) -> bool:
     background = g[~droplets[::step, ::step]]
     if background.size == 0:
         return False
-    bright = float(np.percentile(g, 99.5))
-    return bright > 0 and float(np.median(background)) < _FLOOR_SHARE * bright
+    floor = _dark_floor(g)
+    return floor > 0 and float(np.median(background)) < floor
+
+
+def _dark_floor(sample: np.ndarray) -> float:
+    """:data:`_FLOOR_SHARE` of the bright level (99.5th percentile) of a sample of a picture."""
+    return _FLOOR_SHARE * float(np.percentile(sample, 99.5))
 
 
 def even_illumination(gray: np.ndarray) -> np.ndarray:
@@ -110,7 +115,7 @@ def even_illumination(gray: np.ndarray) -> np.ndarray:
     darkest = float(g.min())
     if darkest < 0:
         g = g - darkest
-    floor = _FLOOR_SHARE * float(np.percentile(g[::4, ::4], 99.5))
+    floor = _dark_floor(g[::4, ::4])
     if floor <= 0:
         return g.copy()
     return g / np.maximum(_light_level(g), floor)
