@@ -286,6 +286,20 @@ def test_a_droplet_whose_contents_break_its_centerness_is_offered_whole():
     assert len(found) == 2
 
 
+def test_a_level_judges_a_droplet_the_border_cuts_by_its_chord_too():
+    """Half a droplet 41 px across, cut by the left border, has an equivalent diameter of 29 px: a
+    level keeping 32-64 px takes it by its 41 px chord along the border, when the model is sure of
+    it; the same shape inside the level, or an unsure one, it does not."""
+    from sam_droplet.engine.detect.learned import _kept_size
+
+    yy, xx = np.mgrid[:41, :21]
+    half = np.hypot(yy - 20, xx) <= 20
+    assert 2 * np.sqrt(half.sum() / np.pi) < 32
+    assert _kept_size(half, (0, 30), (100, 100), (32.0, 64.0), score=0.9)
+    assert not _kept_size(half, (10, 30), (100, 100), (32.0, 64.0), score=0.9)
+    assert not _kept_size(half, (0, 30), (100, 100), (32.0, 64.0), score=0.7)
+
+
 def _cut_by_the_border() -> tuple[np.ndarray, np.ndarray]:
     """A 360x480 bright-field picture of three droplets 180 px across, each carrying 6 beads 12 px
     across, that the border cuts beyond their centres: 20 px (left), 40 px (top), and at the

@@ -314,7 +314,7 @@ def combine_detections(
         centre = [v for v in centre if v >= _NO_CENTRE]
     else:
         centre = [1.0] * len(classical)  # without the maps every classical droplet has its own centre
-    floor = 0.0 if has_small_droplets(found, gray.shape[:2]) else _MODEL_ONLY_FLOOR
+    floor = 0.0 if has_small_droplets(found) else _MODEL_ONLY_FLOOR
     if not classical:
         # Every model droplet is then one only the model found: the same floor holds (on generated
         # noise-only pictures the model's unsure blobs, 0.66-0.67, were all that was reported).
