@@ -518,8 +518,8 @@ def _level_droplets(
     pad = min(h, w) - 1 if coarsest else min(_REFLECTED, h - 1, w - 1)
     if not mirrored and not coarsest:
         pad = 0
-    mirrored = cv2.copyMakeBorder(level, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-    fg, cen = net_maps(loaded, mirrored, check)
+    canvas = cv2.copyMakeBorder(level, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    fg, cen = net_maps(loaded, canvas, check)
     decoded = []
     for x0, y0, mask, score in _decode(fg, cen, keep, check):
         if pad and (min(x0, y0) == 0 or x0 + mask.shape[1] == fg.shape[1] or y0 + mask.shape[0] == fg.shape[0]):
