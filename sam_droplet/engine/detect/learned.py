@@ -451,14 +451,15 @@ def _sharpened(inst: Instance, fine: np.ndarray, step: int, held: np.ndarray, ow
     # the coarse level, as if the border cut it. Where the finer level sees background on most of
     # the border line and clearly more droplet (a quarter of the band more) in the band one coarse
     # pixel inside it (a gap), the finer level places that part too.
-    rows = np.arange(y0, y1)[:, None]
-    cols = np.arange(x0, x1)[None, :]
-    to_border = np.minimum(np.minimum(rows, h - 1 - rows), np.minimum(cols, w - 1 - cols))
-    inside = coarse.astype(bool)
-    chord, band = inside & (to_border == 0), inside & (to_border > 0) & (to_border <= step)
-    on_line = float(np.mean(fine[chord] > 0.5)) if chord.any() else 1.0
-    if on_line < 0.5 and band.any() and float(np.mean(fine[band] > 0.5)) >= on_line + 0.25:
-        core &= to_border > 0
+    if min(x0, y0) == 0 or x1 == w or y1 == h:  # only a crop on the border can hold such a part
+        rows = np.arange(y0, y1)[:, None]
+        cols = np.arange(x0, x1)[None, :]
+        to_border = np.minimum(np.minimum(rows, h - 1 - rows), np.minimum(cols, w - 1 - cols))
+        inside = coarse.astype(bool)
+        chord, band = inside & (to_border == 0), inside & (to_border > 0) & (to_border <= step)
+        on_line = float(np.mean(fine[chord] > 0.5)) if chord.any() else 1.0
+        if on_line < 0.5 and band.any() and float(np.mean(fine[band] > 0.5)) >= on_line + 0.25:
+            core &= to_border > 0
     reach = cv2.dilate(coarse, disk).astype(bool)
     holder = held[y0:y1, x0:x1]
     free = (holder == 0) | (holder == own)
@@ -524,17 +525,15 @@ def _level_droplets(
     for x0, y0, mask, score in _decode(fg, cen, keep, check):
         if pad and (min(x0, y0) == 0 or x0 + mask.shape[1] == fg.shape[1] or y0 + mask.shape[0] == fg.shape[0]):
             continue  # reaches through the mirrored margin: larger than the level can show whole
-        # The crop's part inside the picture, in the level's own pixels.
-        ya, xa = max(y0, pad), max(x0, pad)
-        yb, xb = min(y0 + mask.shape[0], pad + h), min(x0 + mask.shape[1], pad + w)
-        if ya >= yb or xa >= xb:
-            continue
         if not pad:
             decoded.append((x0, y0, mask, score))
             continue
-        # One line more where the part ends a pixel short of the border (see ``_onto_the_border``).
-        ya, xa = (pad if ya == pad + 1 else ya), (pad if xa == pad + 1 else xa)
-        yb, xb = (pad + h if yb == pad + h - 1 else yb), (pad + w if xb == pad + w - 1 else xb)
+        # The crop's part inside the picture, in the level's own pixels, with a line more each side
+        # (where the part ends a pixel short of the border, see ``_onto_the_border``).
+        ya, xa = max(y0 - 1, pad), max(x0 - 1, pad)
+        yb, xb = min(y0 + mask.shape[0] + 1, pad + h), min(x0 + mask.shape[1] + 1, pad + w)
+        if ya >= yb or xa >= xb:
+            continue
         part = np.zeros((yb - ya, xb - xa), bool)
         sy, sx = slice(max(ya, y0), min(yb, y0 + mask.shape[0])), slice(max(xa, x0), min(xb, x0 + mask.shape[1]))
         part[sy.start - ya : sy.stop - ya, sx.start - xa : sx.stop - xa] = mask[
