@@ -619,7 +619,7 @@ class Engine:
                 found, _ = resolve_overlaps(found, check=check)
                 vetoed: list[Any] = []
                 model_found = {id(inst) for inst in found}
-                found = combine_detections(raw, found, image.gray, *maps, vetoed=vetoed)
+                found = combine_detections(raw, found, image.gray, *maps, vetoed=vetoed, check=check)
                 info["model_vetoed"] = len(vetoed)  # classical droplets the model sees none in
             # Each pyramid level, and the classical detector, may report the same droplet: one stays.
             raw, report = resolve_overlaps(found, keep_nested=nested, check=check)

@@ -64,6 +64,8 @@ neighbours' rims, is a third foreground to the model but has no centre (generate
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -73,6 +75,9 @@ from .learned import foreground_level, has_small_droplets
 from .normalize import normalize_intensity
 
 __all__ = ["combine_detections"]
+
+_T = TypeVar("_T")
+_CHECK_EVERY = 1024  # droplets or groups judged between two calls of ``check`` (a fraction of a second)
 
 _LINKED = 0.2  # two droplets compete when their overlap is this share of the smaller one
 _MARGIN = 0.1  # the model's outlines replace the classical ones only when clearly better on edges
@@ -148,8 +153,19 @@ def _edge_support(outlines: list[np.ndarray], strong: float) -> float:
     return float(sum(np.count_nonzero(v >= strong) for v in outlines) / total) if total else 0.0
 
 
+def _checked(items: Iterable[_T], check: Callable[[str], None] | None) -> Iterator[_T]:
+    """``items``, calling ``check`` before every ``_CHECK_EVERY``-th (a deadline may stop the work)."""
+    for i, item in enumerate(items):
+        if check and i % _CHECK_EVERY == 0:
+            check("combining detections")
+        yield item
+
+
 def _groups(
-    classical: list[Instance], found: list[Instance], shape: tuple[int, int]
+    classical: list[Instance],
+    found: list[Instance],
+    shape: tuple[int, int],
+    check: Callable[[str], None] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """Connected groups of overlapping droplets, as (classical indices, model indices)."""
     owner = paint_labels(classical, shape)  # classical droplets are disjoint after overlap resolution
@@ -162,7 +178,7 @@ def _groups(
         return a
 
     linked = np.zeros(len(parent), bool)
-    for j, inst in enumerate(found):
+    for j, inst in enumerate(_checked(found, check)):
         under = np.bincount(owner[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask], minlength=len(classical) + 1)
         for i in np.flatnonzero(under[1:]):
             if under[i + 1] > _LINKED * min(classical[i].area, inst.area):
@@ -284,6 +300,7 @@ def combine_detections(
     foreground: list[np.ndarray] | None = None,
     centerness: list[np.ndarray] | None = None,
     vetoed: list[Instance] | None = None,
+    check: Callable[[str], None] | None = None,
 ) -> list[Instance]:
     """The droplets of both detectors, one outline set per droplet (see the module's text).
 
@@ -299,6 +316,8 @@ def combine_detections(
             droplet.
         vetoed: when given, receives the classical droplets dropped because the model sees no
             centre or only background in them, or does not back their faint rim.
+        check: called with the stage's name every thousand or so droplets; whatever it raises
+            stops the work (a request's deadline).
 
     Returns:
         The combined droplets; overlaps between the two sets may remain where neither was
@@ -308,7 +327,7 @@ def combine_detections(
     if centerness:
         # No centre: not a droplet, whatever model droplets it overlaps (a gap between packed
         # droplets spills onto its neighbours; linked to them it would decide their outlines).
-        centre = [float(_model_view(c, centerness, _core(c.mask)).max()) for c in classical]
+        centre = [float(_model_view(c, centerness, _core(c.mask)).max()) for c in _checked(classical, check)]
         dropped.extend(c for c, v in zip(classical, centre, strict=True) if v < _NO_CENTRE)
         classical = [c for c, v in zip(classical, centre, strict=True) if v >= _NO_CENTRE]
         centre = [v for v in centre if v >= _NO_CENTRE]
@@ -321,9 +340,12 @@ def combine_detections(
         return [f for f in found if f.score >= floor]
     keep_classical = np.ones(len(classical), bool)
     keep_found = np.zeros(len(found), bool)
-    groups = _groups(classical, found, gray.shape[:2]) if found else []
+    groups = _groups(classical, found, gray.shape[:2], check) if found else []
     # Per group, the (classical, model) pairs outlined alike: one droplet, drawn by both.
-    twins = [[(i, j) for i in ci for j in fj if mask_iou(classical[i], found[j]) >= _SAME] for ci, fj in groups]
+    twins = [
+        [(i, j) for i in ci for j in fj if mask_iou(classical[i], found[j]) >= _SAME]
+        for ci, fj in _checked(groups, check)
+    ]
     if foreground:
         linked = {i for ci, _ in groups for i in ci}
         unconfirmed = _unconfirmed_sizes(classical, linked)
@@ -331,7 +353,7 @@ def combine_detections(
         backed = {i for ci, fj in groups if any(found[j].score >= _MODEL_ONLY_FLOOR for j in fj) for i in ci}
         # ... or one the model outlined alike, unsure as it is, of a size with a clear population.
         alike = {i for pairs in twins for i, _ in pairs}
-        for i, inst in enumerate(classical):
+        for i, inst in enumerate(_checked(classical, check)):
             keep_classical[i] = i in linked or (
                 _octave(inst) not in unconfirmed and float(_model_view(inst, foreground).mean()) >= _BACKGROUND
             )
@@ -344,7 +366,7 @@ def combine_detections(
     edges = _edge_strength(normalize_intensity(gray).astype(np.float32)) if groups else None
     # Per group: how much more of the model's outlines than of the classical lies on edges.
     lead, same = [], []
-    for (ci, fj), pairs in zip(groups, twins, strict=True):
+    for (ci, fj), pairs in _checked(zip(groups, twins, strict=True), check):
         c_values = [_outline_values(classical[i], edges) for i in ci]
         f_values = [_outline_values(found[j], edges) for j in fj]
         every = np.concatenate(c_values + f_values)
@@ -389,7 +411,7 @@ def combine_detections(
     for (_, fj), pairs in zip(groups, twins, strict=True):
         for j in fj:
             hosts[j] = [classical[i] for i, twin in pairs if keep_classical[i] and twin != j]
-    for j, inst in enumerate(found):
+    for j, inst in enumerate(_checked(found, check)):
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
             covered -= sum(mask_intersection(host, inst) for host in hosts.get(j, []))

@@ -77,7 +77,9 @@ def detect_droplets(
     # Proposals of every cue are only hypotheses (centre and size): pool them, so a droplet whose
     # rim is broken can still be proposed by its bright interior, and let the boundary fit decide.
     by_cue = propose_all(norm, noise, params, check)
-    props = merge_proposals(Proposals.concat(list(by_cue.values())))
+    props = merge_proposals(Proposals.concat(list(by_cue.values())), check)
+    if check:
+        check("droplet proposals")
 
     # Choose the boundary model on an even subsample of the proposals, then fit them all.
     models = ("rim", "bright", "dark") if params.appearance == "auto" else (params.appearance,)
@@ -109,7 +111,7 @@ def detect_droplets(
         # its rim, and rays reach 1.6 proposal radii: propose the core enlarged too.
         core = by_cue["bright"]
         final["bright"] = Proposals.concat([core, Proposals(core.cx, core.cy, 1.5 * core.r, 0.9 * core.score)])
-    props = merge_proposals(Proposals.concat(list(final.values())))
+    props = merge_proposals(Proposals.concat(list(final.values())), check)
 
     # Self-calibration: the noise of this image's own background (where no droplet was found), at
     # each pyramid level. When it asks for clearly stronger edges than the finest-scale estimate

@@ -200,14 +200,18 @@ def _decode(
     prob = np.bincount(labels.ravel(), weights=fg.ravel(), minlength=n + 1) / np.maximum(area, 1)
     failed = (area < 12) | (prob * np.minimum(1.0, peak / 0.9) < _MIN_SCORE)
     if failed[1:].any():
+        if check:
+            check("droplet model")
         keep_core = ~failed
         keep_core[0] = False
         cores = np.where(keep_core[cores], cores, 0)
         labels = _assign(inside, cores, n)
+    if check:
+        check("droplet model")
     out = []
     boxes = ndi.find_objects(labels)
     for idx, sl in enumerate(boxes, start=1):
-        if check and idx % 4096 == 0:
+        if check and idx % 2048 == 0:
             check("droplet model")
         if sl is None:
             continue

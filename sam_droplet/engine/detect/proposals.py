@@ -22,6 +22,7 @@ from .regions import remove_small, round_regions, split_regions
 
 __all__ = ["LEVEL_MAX_RADIUS", "Proposals", "merge_proposals", "propose_all", "propose_droplets"]
 
+_STRIP_PX = 3_500_000  # the most pixels of one full-resolution rim strip (about 0.7 s of work)
 LEVEL_MAX_RADIUS = 48.0  # interiors wider than this (level px) are left to the next, coarser level
 
 
@@ -96,20 +97,24 @@ def full_resolution_split(max_radius: float) -> int:
     return int(4 * max_radius / 0.7)
 
 
-def rim_strip_jobs(rim: np.ndarray, params: DetectionParams, max_radius: float, strips: int) -> list[Any]:
+def rim_strip_jobs(
+    rim: np.ndarray, params: DetectionParams, max_radius: float, strips: int, check: Check | None = None
+) -> list[Any]:
     """:func:`rim_regions` on horizontal strips of ``rim``, as callables to run in parallel.
 
     Full resolution costs as much as all coarser levels together, and one call would keep one
     core busy while the other waits. Strips overlap by more than a region split at
     ``max_radius`` can span (inscribed radius at most ``max_radius / 0.7``, roundness at least
     ``min_roundness``); each strip keeps the regions centred in its own rows, so every region is
-    judged whole, once.
+    judged whole, once. ``check`` is called before each strip.
     """
     h = rim.shape[0]
     margin = int(np.ceil(2.0 * max_radius / 0.7 / max(params.min_roundness, 0.5))) + 4
     cuts = np.linspace(0, h, strips + 1).round().astype(int)
 
     def job(k: int) -> Proposals:
+        if check:
+            check("droplet proposals")
         top, bottom = max(cuts[k] - margin, 0), min(cuts[k + 1] + margin, h)
         props = rim_regions(rim[top:bottom], params, max_radius, full_resolution_split(max_radius))
         own = np.flatnonzero((props.cy + top >= cuts[k] - 0.5) & (props.cy + top < cuts[k + 1] - 0.5))
@@ -186,14 +191,17 @@ def _threshold_proposals(norm: np.ndarray, polarity: str, params: DetectionParam
     return Proposals(f["cx"], f["cy"], np.sqrt(f["area"] / np.pi), np.sqrt(f["support"]) * f["roundness"])
 
 
-def merge_proposals(props: Proposals) -> Proposals:
+def merge_proposals(props: Proposals, check: Check | None = None) -> Proposals:
     """Drop proposals that repeat a better one: the boundary fit converges from any proposal whose
-    centre is within a quarter radius and whose radius is within a factor 1.4 of the droplet's."""
+    centre is within a quarter radius and whose radius is within a factor 1.4 of the droplet's.
+    ``check`` is called every few thousand proposals."""
     if len(props) < 2:
         return props
     tree = cKDTree(np.stack([props.cx, props.cy], axis=1))
     alive = np.ones(len(props), dtype=bool)
-    for i in np.argsort(-props.score, kind="stable"):
+    for k, i in enumerate(np.argsort(-props.score, kind="stable")):
+        if check and k % 8192 == 0:
+            check("droplet proposals")
         if not alive[i]:
             continue
         for j in tree.query_ball_point((props.cx[i], props.cy[i]), 0.25 * props.r[i]):
@@ -278,7 +286,9 @@ def propose_all(
     """
     workers = params.workers()
     n_levels = rim_levels(norm.shape, params)
-    strips = min(workers, max(1, norm.size // 1_500_000)) if n_levels > 1 else 1
+    # Two strips share the cores; a large picture is cut finer, so a stop waits for one strip's
+    # work (well under a second) and not half the picture's.
+    strips = max(min(workers, norm.size // 1_500_000), -(-norm.size // _STRIP_PX)) if n_levels > 1 else 1
     pool = ThreadPoolExecutor(max_workers=params.workers())
     try:
         others = {cue: pool.submit(propose_droplets, norm, cue, params, check) for cue in ("bright", "dark", "hough")}
@@ -287,7 +297,8 @@ def propose_all(
         else:
             coarse = pool.submit(rim_proposals, norm, params, range(1, n_levels), check)
             rim, _ = rim_map(norm, params.rim_kernel_px | 1, noise)
-            rim_jobs = [pool.submit(job) for job in rim_strip_jobs(rim, params, LEVEL_MAX_RADIUS, strips)] + [coarse]
+            jobs = rim_strip_jobs(rim, params, LEVEL_MAX_RADIUS, strips, check)
+            rim_jobs = [pool.submit(job) for job in jobs] + [coarse]
         out = {"rim": Proposals.concat([f.result() for f in rim_jobs])}
         out.update({cue: f.result() for cue, f in others.items()})
     finally:
