@@ -606,7 +606,7 @@ class Engine:
             raw, resolved = detection.instances, detection.resolve.as_dict()
         if detector in ("net", "combined"):
             from .engine.detect.combine import combine_detections
-            from .engine.detect.learned import sharpen_outlines
+            from .engine.detect.learned import off_the_border, sharpen_outlines
 
             t0 = time.perf_counter()
             info.setdefault("on_annotations", on_annotations)  # combined: the classical count stands
@@ -628,6 +628,9 @@ class Engine:
                 # compared outlines at the precision each detector judged them. (The model alone
                 # keeps its coarse outlines: there the finer level lost droplets carrying beads.)
                 raw = sharpen_outlines(raw, maps[0], model_found)
+                # And no outline reaches the picture's border where the model sees a gap before it
+                # (the classical outline of a droplet two pixels off the border reaches it).
+                raw = off_the_border(raw, maps[0])
             resolved = {k: resolved.get(k, 0) + v for k, v in report.as_dict().items()}
             timing["combine"] = (time.perf_counter() - t0) * 1000
         if check:
