@@ -530,6 +530,9 @@ def off_the_border(droplets: list[Instance], foreground: list[np.ndarray]) -> li
     h, w = foreground[0].shape
     out = []
     for inst in droplets:
+        if min(inst.x0, inst.y0) > 0 and inst.x1 < w and inst.y1 < h:  # off the border already
+            out.append(inst)
+            continue
         box = (inst.y0, inst.y1, inst.x0, inst.x1)
         level = foreground_level(2.0 * (inst.radius or np.sqrt(inst.area / np.pi)), len(foreground))
         fine = _crop_at_full_size(foreground[max(0, level - 2)], box, (h, w))
