@@ -450,7 +450,7 @@ def render(report: dict[str, Any]) -> str:
             "## Load",
             "",
             f"{load['clients']} concurrent clients for {load['seconds']:.0f} s against Gunicorn "
-            f"({load['workers']} worker(s), default settings) in classical mode on {report['load_image']}.",
+            f"({load['workers']} worker(s), default settings) in classical mode (no SAM; the default detector) on {report['load_image']}.",
             "",
         ]
         lines += markdown_table(
