@@ -329,7 +329,9 @@ class Engine:
         if self.settings.detector != "classical":
             # The droplet model runs in tiles; its maps and their decoding are per pixel. The
             # combined detector (auto's) runs it beside the classical one on pictures up to
-            # _SIDE_BY_SIDE_PX, where their memory adds up; after it on larger ones.
+            # _SIDE_BY_SIDE_PX, where their memory adds up; after it on larger ones, where the heap the
+            # classical one freed is handed back first (the 3600x3600 monolayer's peak rise: 985 MB
+            # against 1161 MB without, of 1143 MB estimated).
             fixed, per_pixel = _WORKING_SET["net"]
             by_model = fixed + per_pixel * pixels
             if pixels <= TWICE_SIZE_MAX_PX:
