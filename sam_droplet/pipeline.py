@@ -870,7 +870,8 @@ def return_freed_memory() -> None:
 
     glibc keeps freed heap memory for reuse, so after one stage the next one's peak adds to what
     the first one freed: on the 3600x3600 packed monolayer the classical detector left 290 MB
-    resident of which it used 50, and the droplet model's peak came on top (docs/reliability.md).
+    resident of which it used 50, and the droplet model's peak came on top (docs/detectors.md,
+    "Memory").
     """
     libc = _glibc()
     if libc is not None:
