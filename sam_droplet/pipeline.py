@@ -13,7 +13,6 @@ and ``on_encoding`` (each SAM encoding, for a cache of the caller's).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import sys
@@ -39,6 +38,7 @@ from .engine.measure import Droplet, measure_droplets
 from .engine.point import PointQuery, detect_at_point
 from .errors import InvalidOptions, NotReady, OutOfMemory, StartupError
 from .io.read import ImageData, ImageSource, read_image
+from .memory import return_freed_memory
 from .result import Result
 from .sam.model import CheckpointError, LoadedModel, load_sam
 from .settings import DETECTORS, SEGMENTERS, EngineSettings
@@ -863,33 +863,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower()
-
-
-def return_freed_memory() -> None:
-    """Hand the pages malloc keeps after freeing large arrays back to the system (glibc only).
-
-    glibc keeps freed heap memory for reuse, so after one stage the next one's peak adds to what
-    the first one freed: on the 3600x3600 packed monolayer the classical detector left 290 MB
-    resident of which it used 50, and the droplet model's peak came on top (docs/detectors.md,
-    "Memory").
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-@functools.cache
-def _glibc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 -- musl has no malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 def _free_device_memory() -> None:

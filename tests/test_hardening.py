@@ -369,10 +369,10 @@ def test_memory_budget_refuses_from_the_header(classical_engine):
 def test_freed_memory_goes_back_to_the_system_after_each_segmentation(classical_engine, packed, monkeypatch):
     import psutil
 
-    from sam_droplet import pipeline
+    from sam_droplet import memory, pipeline
 
     # What malloc keeps: 190 MB freed between small blocks that stay, so only a trim can return it.
-    pipeline.return_freed_memory()  # earlier tests' freed heap would be reused below, not grown
+    memory.return_freed_memory()  # earlier tests' freed heap would be reused below, not grown
     proc = psutil.Process()
     before = proc.memory_info().rss
     kept, freed = [], []
@@ -381,7 +381,7 @@ def test_freed_memory_goes_back_to_the_system_after_each_segmentation(classical_
         kept.append(bytearray(2_000))
     del freed
     assert proc.memory_info().rss - before > 150 * 2**20
-    pipeline.return_freed_memory()
+    memory.return_freed_memory()
     assert proc.memory_info().rss - before < 60 * 2**20
 
     calls = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import DropletError
+from ..memory import limit_malloc_arenas
 from ..pipeline import Engine
 from . import metrics
 from .config import Config
@@ -31,26 +31,10 @@ __all__ = ["create_app"]
 log = logging.getLogger("sam_droplet")
 
 
-# glibc gives each thread that allocates its own malloc arena and keeps what is freed in it. A
-# segmentation allocates hundreds of MB; run on a different server thread each time, every thread's
-# arena kept its share: measured in sam mode on Waitress, 8 requests grew a worker from 0.9 to
-# 2.1 GB, and only 1.1 GB with two arenas (docs/reliability.md).
+# Each server thread that ran a segmentation kept its malloc arena's share: measured in sam mode on
+# Waitress, 8 requests grew a worker from 0.9 to 2.1 GB, and only 1.1 GB with two arenas
+# (docs/reliability.md).
 _MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
-
-
-def _limit_malloc_arenas() -> None:
-    """At most ``_MALLOC_ARENAS`` malloc arenas in this process (glibc only; MALLOC_ARENA_MAX in
-    the environment wins)."""
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        pass
 
 
 def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine | None = None) -> Flask:
@@ -76,7 +60,7 @@ def create_app(config: Config | Mapping[str, str] | None = None, engine: Engine 
         cfg = Config.from_mapping(config)
     server = cfg.server
     configure_logging(server.log_level, server.log_format)
-    _limit_malloc_arenas()
+    limit_malloc_arenas(_MALLOC_ARENAS)
 
     # The page (templates/, static/) is package data beside this module: a built wheel serves it.
     app = Flask(__name__)
