@@ -164,6 +164,29 @@ def test_highlights_without_a_centre_of_their_own_are_pieces_of_the_model_drople
     assert combine_detections(pieces, [model], gray, foreground, [own.astype(np.float32)]) == pieces
 
 
+def test_a_cell_the_model_cut_out_of_a_droplets_rim_does_not_cost_the_droplet_its_round_outline(monkeypatch):
+    """A faint droplet carrying a bright cell at its rim (fluorescence overlaid on bright field):
+    the model outlines the cell apart and cuts a bay into the droplet around it; the classical
+    outline runs round along the rim. The cell's outline lies on strong edges of its own, which make
+    the model's pair look better on edges; judged without what the droplet holds, the model's bitten
+    outline is no better, so the classical outline stays, and the cell with it (overlap resolution
+    then decides what it is: what the droplet carries, or a droplet seen through it)."""
+    drop, cell = _ellipse(150, 100, 40, 40), _ellipse(178, 100, 8, 8)
+    img = np.full(SHAPE, 170.0)
+    img[drop] = 164.0
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    img[cell] = 255.0
+    noise = np.random.default_rng(0).normal(0, 2, SHAPE)
+    gray = np.clip(cv2.GaussianBlur(img, (0, 0), 0.8) + noise, 0, 255).astype(np.uint8)
+    bay = cv2.dilate(cell.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    classical, bitten, held = _instance(drop), _instance(drop & ~bay), _instance(cell)
+    out = combine_detections([classical], [bitten, held], gray)
+    assert [id(i) for i in out] == [id(classical), id(held)]
+    # What the rule changes: counted with the cell, the model's outlines win on edges.
+    monkeypatch.setattr("sam_droplet.engine.detect.combine._held_inside", lambda outer, model: [])
+    assert [id(i) for i in combine_detections([classical], [bitten, held], gray)] == [id(bitten), id(held)]
+
+
 def test_the_model_adds_droplets_only_where_no_classical_droplet_lies():
     a, b = _ellipse(80, 100, 30, 30), _ellipse(220, 100, 30, 30)
     gray = _picture(a, b)

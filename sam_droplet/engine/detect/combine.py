@@ -54,6 +54,16 @@ whose outlines lie on strong edges, are not droplets. Droplets seen through a la
 inside a vignette the model took for a droplet, each have their own centre and stay (bubbles_gt
 0.752 -> 0.776, generated bright bubbles 0.962 -> 0.964, emulsion_gt unchanged).
 
+What a droplet carries is not evidence of where its rim runs. Where the model outlines a cell or
+bead at a droplet's rim apart from the droplet and cuts a bay into the droplet around it, the held
+outline lies on strong edges of its own (a bright cell, a fluorescence spot overlaid), which can
+make the model's outlines look better on edges than the classical droplet's round one. So where one
+classical droplet holds (``_INSIDE`` of their pixels) every model droplet of its group but the
+largest, each under half that one's diameter (``_HELD_AREA``), and the model leads on edges only
+with the held ones counted, the classical outline stays, and the held droplets with it (overlap
+resolution then decides what they are). GY_image (droplets carrying cells, unlabelled): 8 droplets
+lost to the circularity filter -> 5; every labelled and generated set unchanged.
+
 Before any of that, a classical droplet in whose inner half the model sees no centre (centerness
 nowhere above 0.2) is dropped, linked to model droplets or not: the gap between three packed
 droplets, which the classical detector outlines as a droplet whose outline spills onto its
@@ -127,6 +137,9 @@ _OWN_CENTRE = 0.5
 # and of a size with at least ``_POPULATION`` clear droplets, a faint one stays too: no new number;
 # generated noise-only pictures and every generated set unchanged, emulsion_gt 0.799 -> 0.803.
 _FAINT = 1.5
+# A model droplet held inside a classical one is under this share of the area (half the diameter)
+# of the model's largest droplet there: what a droplet carries, or a droplet seen through it.
+_HELD_AREA = 0.25
 
 
 def _edge_strength(norm: np.ndarray) -> np.ndarray:
@@ -276,6 +289,23 @@ def _cut_through(classical: list[Instance], model: list[Instance], gray: np.ndar
     return bool(differences) and abs(float(np.median(differences))) < _CUT_LOOK * abs(rim - core)
 
 
+def _held_inside(outer: Instance, model: list[Instance]) -> list[int]:
+    """Which of one group's model droplets (two or more) the classical droplet ``outer`` holds:
+    all but the largest, when each lies within ``outer`` (``_INSIDE`` of its pixels) and is under
+    half the largest one's diameter; else none."""
+    if len(model) < 2:
+        return []
+    largest = max(range(len(model)), key=lambda k: model[k].area)
+    held = [
+        k
+        for k, inst in enumerate(model)
+        if k != largest
+        and inst.area < _HELD_AREA * model[largest].area
+        and mask_intersection(outer, inst) >= _INSIDE * inst.area
+    ]
+    return held if len(held) == len(model) - 1 else []
+
+
 def _octave(inst: Instance) -> int:
     """The size class of a droplet: its equivalent diameter's octave."""
     return int(np.floor(np.log2(max(2.0 * np.sqrt(inst.area / np.pi), 1.0))))
@@ -366,6 +396,8 @@ def combine_detections(
     edges = _edge_strength(normalize_intensity(gray).astype(np.float32)) if groups else None
     # Per group: how much more of the model's outlines than of the classical lies on edges.
     lead, same = [], []
+    held: list[list[int]] = []  # per group: which of its model droplets its one classical droplet holds
+    lead_without_held: list[float] = []  # the model's lead on edges without those
     for (ci, fj), pairs in _checked(zip(groups, twins, strict=True), check):
         c_values = [_outline_values(classical[i], edges) for i in ci]
         f_values = [_outline_values(found[j], edges) for j in fj]
@@ -373,11 +405,15 @@ def combine_detections(
         strong = _EDGE_SHARE * float(np.percentile(every, 90)) if every.size else 0.0
         lead.append(_edge_support(f_values, strong) - _edge_support(c_values, strong))
         same.append(len(ci) == len(fj) == 1 and bool(pairs))
+        held.append(_held_inside(classical[ci[0]], [found[j] for j in fj]) if len(ci) == 1 else [])
+        outer = [v for k, v in enumerate(f_values) if k not in held[-1]]
+        lead_without_held.append(_edge_support(outer, strong) - _edge_support(c_values, strong))
     # A droplet both outlined alike differs only in where the outline sits on its rim. Those all
     # take the convention that lies more on edges over the whole picture: mixing two would widen
     # the size distribution (ddPCR_0_0's CV 1.9 % -> 5.4 %).
     model_convention = sum(d for d, alike in zip(lead, same, strict=True) if alike) > 0
-    for (ci, fj), ahead, alike in zip(groups, lead, same, strict=True):
+    contents: list[int] = []  # model droplets kept as what a classical droplet holds
+    for (ci, fj), ahead, alike, inside, ahead_without in zip(groups, lead, same, held, lead_without_held, strict=True):
         if not keep_classical[ci].any():
             # Every classical droplet here was dropped, its rim too faint to stand out of the
             # picture's noise: the model's droplets are then ones only the model found, and are
@@ -390,6 +426,13 @@ def combine_detections(
             # one of them holds a centre, the droplet's own, and at least one holds none. Their
             # outlines follow the highlights' strong edges, so the edge test would keep them.
             replace = True
+        elif inside and ahead > _MARGIN >= ahead_without:
+            # The model outlined the droplet and, apart from it, what it holds at its rim (a cell,
+            # a bead), cutting a bay into the droplet there: the held outline lies on strong edges
+            # of its own, which say nothing of where the droplet's rim runs. Without it the model's
+            # outline is no better: the classical one stays, and the held droplets with it.
+            replace = False
+            contents.extend(fj[k] for k in inside)
         elif ahead > _MARGIN:
             replace = True
         elif ahead > -_MARGIN:
@@ -404,6 +447,8 @@ def combine_detections(
             keep_found[fj] = True
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
     taken = paint_labels(kept, gray.shape[:2]) > 0
+    for j in contents:  # inside a classical droplet by definition: never free of it
+        keep_found[j] = found[j].score >= floor
     # A kept classical droplet the model outlined alike as another of its droplets does not cover
     # a model droplet: the model, whose droplets are disjoint, saw both and settled where they meet
     # (a droplet seen over a larger one's rim; the overlap resolution then decides the pixels).
