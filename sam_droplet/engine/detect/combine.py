@@ -406,8 +406,11 @@ def combine_detections(
         lead.append(_edge_support(f_values, strong) - _edge_support(c_values, strong))
         same.append(len(ci) == len(fj) == 1 and bool(pairs))
         held.append(_held_inside(classical[ci[0]], [found[j] for j in fj]) if len(ci) == 1 else [])
-        outer = [v for k, v in enumerate(f_values) if k not in held[-1]]
-        lead_without_held.append(_edge_support(outer, strong) - _edge_support(c_values, strong))
+        if held[-1]:
+            outer = [v for k, v in enumerate(f_values) if k not in held[-1]]
+            lead_without_held.append(_edge_support(outer, strong) - _edge_support(c_values, strong))
+        else:
+            lead_without_held.append(lead[-1])
     # A droplet both outlined alike differs only in where the outline sits on its rim. Those all
     # take the convention that lies more on edges over the whole picture: mixing two would widen
     # the size distribution (ddPCR_0_0's CV 1.9 % -> 5.4 %).
