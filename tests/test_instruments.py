@@ -29,6 +29,22 @@ def test_match_instances_rules():
     assert m.matched_iou[0] == 0.9 and m.pairs.tolist() == [[1, 7]]
 
 
+def test_labels_a_pixel_short_of_the_border_count_as_cut_with_a_border_margin():
+    """Some annotation tools stop a cut droplet's polygon a pixel or two inside the picture: with
+    ``border_margin`` such a label is ignored as the droplets the border cuts are, unmatched or not."""
+    truth = np.zeros((60, 60), np.int32)
+    truth[10:20, 10:20] = 1
+    truth[1:9, 30:40] = 2  # a droplet the border cuts, labelled a pixel short of it
+    pred = np.zeros_like(truth)
+    pred[10:20, 10:20] = 5  # the cut droplet itself was removed, as the default does
+    assert (match_instances(truth, pred).tp, match_instances(truth, pred).fn) == (1, 1)
+    m = match_instances(truth, pred, border_margin=1)
+    assert (m.tp, m.fp, m.fn) == (1, 0, 0)
+    pred[0:9, 30:40] = 6  # or kept, reaching the border: not a false droplet either
+    m = match_instances(truth, pred, border_margin=1)
+    assert (m.tp, m.fp, m.fn) == (1, 0, 0)
+
+
 def test_evaluator_cli(tmp_path, capsys):
     for i in range(2):
         img = synthetic.fluorescent_disks(shape=(240, 320), n=20, seed=i)
@@ -42,6 +58,11 @@ def test_evaluator_cli(tmp_path, capsys):
     assert "img0.png" in out and "total: P" in out
     total = json.loads(report.read_text())["total"]
     assert total["images"] == 2 and total["f1"] >= 0.95
+    assert eval_main([str(tmp_path), "--json", str(report), "--quiet", "--border-margin", "2"]) == 0
+    wider = json.loads(report.read_text())
+    assert wider["border_margin"] == 2 and wider["total"]["tp"] + wider["total"]["fn"] <= total["tp"] + total["fn"]
+    with pytest.raises(SystemExit):
+        eval_main([str(tmp_path), "--border-margin", "-1"])
 
 
 def test_evaluator_reads_imagej_rois_as_ground_truth(tmp_path, capsys):

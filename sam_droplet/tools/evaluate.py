@@ -75,9 +75,11 @@ class MatchResult:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def touching_border(labels: np.ndarray) -> np.ndarray:
-    """Label values (sorted, unique, > 0) that have a pixel on the image border."""
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+def touching_border(labels: np.ndarray, margin: int = 0) -> np.ndarray:
+    """Label values (sorted, unique, > 0) that have a pixel on the image border, or within
+    ``margin`` px of it."""
+    k = margin + 1
+    edge = np.concatenate([labels[:k].ravel(), labels[-k:].ravel(), labels[:, :k].ravel(), labels[:, -k:].ravel()])
     values = np.unique(edge)
     return values[values > 0]
 
@@ -88,6 +90,7 @@ def match_instances(
     iou_threshold: float = 0.5,
     ignore_border: bool = True,
     min_unmatched_diameter: float = 10.0,
+    border_margin: int = 0,
 ) -> MatchResult:
     """Match predicted droplets to ground-truth droplets by IoU.
 
@@ -99,6 +102,8 @@ def match_instances(
             matching them (by the best IoU over the threshold).
         min_unmatched_diameter: unmatched predictions with an equivalent diameter under this many
             pixels are not counted as false positives.
+        border_margin: ground truth within this many pixels of the border counts as touching it
+            (annotation tools that stop a cut droplet's polygon a pixel or two inside the picture).
     """
     if truth.shape != pred.shape:
         raise ValueError(f"shape mismatch: truth {truth.shape} vs pred {pred.shape}")
@@ -129,7 +134,7 @@ def match_instances(
         m_gt = m_pr = np.zeros(0, dtype=np.int64)
         m_iou = np.zeros(0)
 
-    ignored_gt = set(touching_border(truth).tolist()) if ignore_border else set()
+    ignored_gt = set(touching_border(truth, border_margin).tolist()) if ignore_border else set()
     counted = np.array([g not in ignored_gt for g in m_gt], dtype=bool)
     matched_pred = set(m_pr.tolist())
     fn = sum(1 for g in present_t if g not in ignored_gt and g not in set(m_gt[counted].tolist()))
@@ -234,9 +239,12 @@ def summarize_scores(scores: list[ImageScore]) -> dict[str, Any]:
     }
 
 
-def evaluate_folder(folder: Path, model: Engine | None = None, **options: Any) -> list[ImageScore]:
+def evaluate_folder(
+    folder: Path, model: Engine | None = None, border_margin: int = 0, **options: Any
+) -> list[ImageScore]:
     """Segment (:func:`sam_droplet.segment` with ``model`` and ``options``) and score every
-    labelled image of a folder; seconds per image count from reading the file to the result."""
+    labelled image of a folder (``border_margin``: see :func:`match_instances`); seconds per image
+    count from reading the file to the result."""
     scores = []
     for image_path, labels_path in pairs_in(folder):
         start = time.perf_counter()
@@ -248,7 +256,7 @@ def evaluate_folder(folder: Path, model: Engine | None = None, **options: Any) -
         scores.append(
             ImageScore(
                 image=str(image_path),
-                match=match_instances(truth, result.labels),
+                match=match_instances(truth, result.labels, border_margin=border_margin),
                 seconds=seconds,
                 predicted=len(result.droplets),
                 truth=int(len(np.unique(truth)) - 1),
@@ -271,9 +279,19 @@ def main(argv: list[str] | None = None) -> int:
         "--droplet-model", type=Path, help="droplet model weights (default: DROPLET_MODEL_PATH or shipped)"
     )
     parser.add_argument("--preset", default=None, help="filter preset (default: auto)")
+    parser.add_argument(
+        "--border-margin",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="ground truth within PX pixels of the border counts as touching it, and is ignored as the "
+        "droplets the border cuts are (for labels drawn a pixel or two short of the border; default 0)",
+    )
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--quiet", action="store_true", help="print only the totals")
     args = parser.parse_args(argv)
+    if args.border_margin < 0:
+        parser.error("--border-margin must be 0 or more")
 
     overrides = {"SEGMENTER": args.segmenter, **detector_overrides(args.detector, args.droplet_model)}
     engine = Engine.start(EngineSettings.from_env(overrides))
@@ -283,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "detector": engine.resolve_detector(None),
         "droplet_model": engine.describe()["droplet_model"],
         "preset": args.preset or "auto",
+        "border_margin": args.border_margin,
         "folders": {},
     }
     everything: list[ImageScore] = []
@@ -290,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'image':32s} {'truth':>5s} {'pred':>5s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} {'dErr':>7s} {'s':>6s}"
     )
     for folder in args.folders:
-        scores = evaluate_folder(folder, engine, **options)
+        scores = evaluate_folder(folder, engine, args.border_margin, **options)
         if not scores:
             print(
                 f"{folder}: no ground truth (<stem>_labels.png or <stem>_rois.zip) with an image beside it",
