@@ -81,7 +81,7 @@ import cv2
 import numpy as np
 
 from ..instances import Instance, mask_intersection, mask_iou, paint_labels
-from .learned import foreground_level, has_small_droplets
+from .learned import SMALL_POPULATION_PX, foreground_level, has_small_droplets
 from .normalize import normalize_intensity
 
 __all__ = ["combine_detections"]
@@ -116,7 +116,8 @@ _CUT_LOOK = 0.2
 _POPULATION = 10
 _CONFIRMED = 0.1
 # A droplet only the model found needs this score, unless the model found a confident population
-# of small droplets (where the small ones, at the score floor's edge, are real): specks of
+# of small droplets and it is one of their sizes (``learned.SMALL_POPULATION_PX``: the small ones,
+# at the score floor's edge, are real; a large unsure outline is not made surer by them): specks of
 # correlated noise and texture score 0.61-0.64. Chosen on generated seeds 1, 2, 7-10 (0.75 and
 # 0.80 tie); held out: emulsion_gt 0.777 -> 0.800, high magnification 0.900 -> 1.000, foam_gt
 # 0.650 -> 0.637.
@@ -363,11 +364,18 @@ def combine_detections(
         centre = [v for v in centre if v >= _NO_CENTRE]
     else:
         centre = [1.0] * len(classical)  # without the maps every classical droplet has its own centre
-    floor = 0.0 if has_small_droplets(found) else _MODEL_ONLY_FLOOR
+    small_population = has_small_droplets(found)
+
+    def sure(inst: Instance) -> bool:
+        """Whether a droplet only the model found is sure enough: its score reaches the floor, or
+        it is one of a confident population of small droplets (a large outline is not)."""
+        small = 2.0 * np.sqrt(inst.area / np.pi) < SMALL_POPULATION_PX
+        return inst.score >= _MODEL_ONLY_FLOOR or (small_population and small)
+
     if not classical:
         # Every model droplet is then one only the model found: the same floor holds (on generated
         # noise-only pictures the model's unsure blobs, 0.66-0.67, were all that was reported).
-        return [f for f in found if f.score >= floor]
+        return [f for f in found if sure(f)]
     keep_classical = np.ones(len(classical), bool)
     keep_found = np.zeros(len(found), bool)
     groups = _groups(classical, found, gray.shape[:2], check) if found else []
@@ -451,7 +459,7 @@ def combine_detections(
     kept = [c for c, k in zip(classical, keep_classical, strict=True) if k]
     taken = paint_labels(kept, gray.shape[:2]) > 0
     for j in contents:  # inside a classical droplet by definition: never free of it
-        keep_found[j] = found[j].score >= floor
+        keep_found[j] = sure(found[j])
     # A kept classical droplet the model outlined alike as another of its droplets does not cover
     # a model droplet: the model, whose droplets are disjoint, saw both and settled where they meet
     # (a droplet seen over a larger one's rim; the overlap resolution then decides the pixels).
@@ -463,5 +471,5 @@ def combine_detections(
         if not keep_found[j]:
             covered = np.count_nonzero(taken[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask])
             covered -= sum(mask_intersection(host, inst) for host in hosts.get(j, []))
-            keep_found[j] = covered <= (1 - _FREE) * inst.area and inst.score >= floor
+            keep_found[j] = covered <= (1 - _FREE) * inst.area and sure(inst)
     return kept + [f for f, k in zip(found, keep_found, strict=True) if k]
