@@ -185,7 +185,7 @@ def _window(x: np.ndarray, lo: int, hi: int, fn: Any) -> np.ndarray:
 
 
 def _edge_strength(
-    p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: np.ndarray
+    p: np.ndarray, cue: str, rho_step: np.ndarray, min_contrast: np.ndarray, past_contents: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """How strongly each sample of each ray looks like the droplet's boundary, and whether as a rim.
 
@@ -194,6 +194,8 @@ def _edge_strength(
     (a droplet next to dark oil). ``bright``: intensity falling outward. (``dark`` images are
     inverted by the caller.) Windows are set in pixels (1.5 px for a slope, 2.5 px for a rim), so
     a 9 px droplet and a 500 px one are judged alike. ``min_contrast`` is per ray bundle (N, 1, 1).
+    With ``past_contents`` a rim further out than the first dark band met counts too (the rays of a
+    droplet carrying beads or cells cross them before its rim).
     """
     s = p.shape[2]
     step_px = np.maximum(rho_step, 1e-6)
@@ -206,7 +208,7 @@ def _edge_strength(
     is_rim = np.zeros(p.shape, dtype=bool)
     for kk, ww, ff in {(int(a), int(b), int(c)) for a, b, c in zip(k, w, far, strict=True)}:
         idx = np.flatnonzero((k == kk) & (w == ww) & (far == ff))
-        strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast[idx])
+        strength[idx], is_rim[idx] = _edge_strength_group(p[idx], cue, kk, ww, ff, min_contrast[idx], past_contents)
     return strength, is_rim
 
 
@@ -244,7 +246,7 @@ def _quantize(values: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
 
 
 def _edge_strength_group(
-    p: np.ndarray, cue: str, k: int, w: int, far: int, min_contrast: np.ndarray
+    p: np.ndarray, cue: str, k: int, w: int, far: int, min_contrast: np.ndarray, past_contents: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_edge_strength` for rays sharing the slope window ``k``, rim window ``w`` and step
     window ``far`` (in samples)."""
@@ -257,12 +259,13 @@ def _edge_strength_group(
     level_in = np.median(p[:, :, frac <= 0.3].reshape(n, -1), axis=1)[:, None, None]
     dip = level_in - _window(p, -w, 0, np.minimum)
     rim = np.clip(rise, 0, None) * np.clip(dip / (2.0 * min_contrast), 0.0, 1.0)
-    # Only the first rim met going outward is the droplet's own; further out lie its neighbours'.
-    floor = _along(np.where(usable, p, _INF), cv2.REDUCE_MIN)[..., None]
-    below = usable & (p <= level_in - 0.5 * (level_in - floor)) & (level_in - floor >= min_contrast)
     j = np.arange(s)[None, None, :]
-    first = _first_true(below)[..., None]
-    rim = np.where(j <= first + 2 * w, rim, 0.0)
+    if not past_contents:
+        # Only the first rim met going outward is the droplet's own; further out lie its neighbours'.
+        floor = _along(np.where(usable, p, _INF), cv2.REDUCE_MIN)[..., None]
+        below = usable & (p <= level_in - 0.5 * (level_in - floor)) & (level_in - floor >= min_contrast)
+        first = _first_true(below)[..., None]
+        rim = np.where(j <= first + 2 * w, rim, 0.0)
     # A fall is a step (not the way into a rim) when the profile stays down over ``far`` samples
     # that the ray still covers; a rim recovers within a few pixels.
     ahead_min = _window(p, 0, far, np.minimum)
@@ -346,6 +349,7 @@ def fit_boundaries(
     noise: float | np.ndarray,
     min_support: float = 0.0,
     min_rim_fraction: float = 0.0,
+    past_contents: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The droplet outline along rays: the strongest closed, smooth path through the edge evidence.
 
@@ -359,6 +363,8 @@ def fit_boundaries(
             anywhere (or, for the second, a clear rim) cannot give an accepted outline: they are not
             traced (radii NaN, strength 0). On a busy image that is most of them, and tracing is
             most of the cost.
+        past_contents: the rim may lie beyond the first dark band a ray meets (``rim`` only; see
+            :func:`_edge_strength`).
 
     Returns:
         radii (N, rays) in pixels, edge strength at the outline (N, rays) and whether each ray's edge
@@ -381,7 +387,9 @@ def fit_boundaries(
         & (rim_rays.mean(axis=1) >= min_rim_fraction)
     )
     p, step, floor, min_contrast = p[hopeful], step[hopeful], floor[hopeful], min_contrast[hopeful]
-    strength, is_rim = _edge_strength(p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast)
+    strength, is_rim = _edge_strength(
+        p, "rim" if cue == "rim" else "bright", step[:, 0, 0], min_contrast, past_contents
+    )
     clear = strength >= floor
     keep = np.flatnonzero(
         (clear.any(axis=-1).mean(axis=1) >= min_support)

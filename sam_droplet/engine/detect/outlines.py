@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 _GROW = 1.4  # a failed proposal is tried again this much larger
+_CLEAR = 0.8  # an outline scoring this keeps the droplets seen through it (see dedupe_outlines)
+# A droplet found past its contents must show a clear edge on this share of its rays, and this
+# share of its outline must lie on one circle (see _fit_refit).
+_PAST_SUPPORT = 0.8
+_PAST_AGREEMENT = 0.85
 
 
 def outline_quality(
@@ -325,32 +330,76 @@ def _fit_refit(
     those that moved away from their proposal (off-centre, or another size) or fell just short of
     acceptance, keeping the better fit. Rays from the true centre meet the edge square on, so a
     refit sharpens most fits. Proposals that found edges on few rays are tried again ``_GROW``
-    times larger. Returns the good outlines."""
-
-    def retry(first: Outlines, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray) -> Outlines:
-        """Fit the rows ``idx`` again from (cx, cy, r); keep whichever fit scores higher."""
-        if not idx.size:
-            return first
-        second = _fit_once(pyramid, Proposals(cx, cy, r, props.score[idx]), cue, noise, params)
-        better = second.score > first.score[idx]
-        return first.replace(idx[better], second.take(np.flatnonzero(better)))
-
+    times larger. With the rim model, proposals still without an outline are fitted once more
+    taking rims beyond the first dark band on each ray: a droplet carrying beads or cells. Returns
+    the good outlines."""
     first = _fit_once(pyramid, props, cue, noise, params) if once is None else once
-    moved = (np.hypot(first.cx - props.cx, first.cy - props.cy) > 0.1 * props.r) | (
-        np.abs(first.r / props.r - 1.0) > 0.15
-    )
-    # Refit only outlines worth it: edges found on half the rays at least.
-    idx = np.flatnonzero((moved | (first.score == 0)) & (first.r > 0) & (first.support >= 0.5))
-    first = retry(first, idx, first.cx[idx], first.cy[idx], first.r[idx])
+    first = _recentred(pyramid, props, first, cue, noise, params)
     # A proposal much smaller than its droplet (a bright core, a piece of interior) sends rays that
     # end before the edge: where the fit found edges on few rays, try the proposal larger once.
     idx = np.flatnonzero((first.score == 0) & (first.support < 0.5))
-    first = retry(first, idx, props.cx[idx], props.cy[idx], _GROW * props.r[idx])
+    if idx.size:
+        grown = Proposals(props.cx[idx], props.cy[idx], _GROW * props.r[idx], props.score[idx])
+        first = _keep_better(first, idx, _fit_once(pyramid, grown, cue, noise, params))
+    if cue == "rim":
+        # The first dark band a ray meets is the droplet's rim in a monolayer (beyond it lie the
+        # neighbours'); in a droplet carrying beads or cells it is often one of them, and the
+        # strongest closed path runs through them. Only where that gave no outline is the rim
+        # sought beyond them; the outline must still be regular and round to be accepted.
+        idx = np.flatnonzero((first.score == 0) & (first.support > 0))
+        if idx.size:
+            sub = props.take(idx)
+            past = _fit_once(pyramid, sub, cue, noise, params, past_contents=True)
+            past = _recentred(pyramid, sub, past, cue, noise, params, past_contents=True)
+            past.score[~_clear_and_round(past, params)] = 0.0
+            first = _keep_better(first, idx, past)
     return first.take(np.flatnonzero(_accepted(first, params)))
 
 
+def _clear_and_round(outlines: Outlines, params: DetectionParams) -> np.ndarray:
+    """Which outlines show a clear edge on most rays (``_PAST_SUPPORT``) that lies on one circle
+    (``_PAST_AGREEMENT``): what a droplet found past its contents must show."""
+    angles = np.linspace(0, 2 * np.pi, params.n_rays, endpoint=False)
+    xs = outlines.ox[:, None] + outlines.radii * np.cos(angles)
+    ys = outlines.oy[:, None] + outlines.radii * np.sin(angles)
+    return (outlines.support >= _PAST_SUPPORT) & (circle_agreement(xs, ys) >= _PAST_AGREEMENT)
+
+
+def _recentred(
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    fitted: Outlines,
+    cue: str,
+    noise: float | np.ndarray,
+    params: DetectionParams,
+    past_contents: bool = False,
+) -> Outlines:
+    """``fitted`` (the outlines of ``props``), with those that moved away from their proposal or
+    were not accepted fitted again from their own centre and size, where that scores higher."""
+    moved = (np.hypot(fitted.cx - props.cx, fitted.cy - props.cy) > 0.1 * props.r) | (
+        np.abs(fitted.r / props.r - 1.0) > 0.15
+    )
+    # Refit only outlines worth it: edges found on half the rays at least.
+    idx = np.flatnonzero((moved | (fitted.score == 0)) & (fitted.r > 0) & (fitted.support >= 0.5))
+    if not idx.size:
+        return fitted
+    again = Proposals(fitted.cx[idx], fitted.cy[idx], fitted.r[idx], props.score[idx])
+    return _keep_better(fitted, idx, _fit_once(pyramid, again, cue, noise, params, past_contents))
+
+
+def _keep_better(first: Outlines, idx: np.ndarray, second: Outlines) -> Outlines:
+    """``first`` with its rows ``idx`` replaced by ``second``'s (one per row) where they score higher."""
+    better = second.score > first.score[idx]
+    return first.replace(idx[better], second.take(np.flatnonzero(better)))
+
+
 def _fit_once(
-    pyramid: list[np.ndarray], props: Proposals, cue: str, noise: float | np.ndarray, params: DetectionParams
+    pyramid: list[np.ndarray],
+    props: Proposals,
+    cue: str,
+    noise: float | np.ndarray,
+    params: DetectionParams,
+    past_contents: bool = False,
 ) -> Outlines:
     """One boundary fit per proposal; score 0 where the fit is not a droplet outline.
 
@@ -375,7 +424,14 @@ def _fit_once(
         # One noise for the image, or each proposal the noise of the level its rays are sampled at.
         here = noise if np.ndim(noise) == 0 else np.asarray(noise)[ray_levels(sub.r, len(pyramid))]
         rr, strength, is_rim = fit_boundaries(
-            profiles, rho, cue, here, params.min_fit_support, params.min_rim_fraction if cue == "rim" else 0.0
+            profiles,
+            rho,
+            cue,
+            here,
+            # Past its contents a droplet must show clear edges on most rays: fewer need no tracing.
+            max(params.min_fit_support, _PAST_SUPPORT) if past_contents else params.min_fit_support,
+            params.min_rim_fraction if cue == "rim" else 0.0,
+            past_contents,
         )
         rr = np.where(np.isnan(rr), sub.r[:, None], rr)  # untraced: hopeless, score 0 below
         rr, valid, support[idx], irregularity[idx] = outline_quality(rr, strength, here)
@@ -526,7 +582,7 @@ def dedupe_outlines(
     # Pairs where only the larger outline can remove the smaller (its content).
     one_way = np.zeros(len(pairs), dtype=bool)
     if keep_nested:
-        clash &= ~(small_inside & (container & (out.score >= 0.8))[big])
+        clash &= ~(small_inside & (container & (out.score >= _CLEAR))[big])
     else:
         one_way = clash & small_inside & container[big]
     rivals: list[list[int]] = [[] for _ in range(n)]
