@@ -292,6 +292,25 @@ def test_content_inside_a_droplet_does_not_remove_the_droplet():
     assert sorted(kept.r.tolist()) == [20, 20]
 
 
+def test_a_faint_droplet_carrying_beads_of_one_size_keeps_them():
+    """A faint droplet's outline (0.77, under the 0.8 of a clear one) lost to the sharper outline
+    of a bead inside it, and its beads were reported as droplets (generated large droplets with
+    contents, fresh seeds 47-52: 40 beads). Three or more outlines of one size inside it are what
+    it carries; droplets seen through a larger one are of many sizes."""
+    from sam_droplet.engine.detect.outlines import dedupe_outlines
+
+    droplet = (200, 200, 90, 0.77)
+    beads = [(170, 180, 6, 0.95), (220, 190, 6.2, 0.96), (200, 240, 5.9, 0.94)]
+    kept = dedupe_outlines(_outlines([droplet, *beads]), keep_nested=True)
+    assert sorted(kept.r.tolist()) == [5.9, 6, 6.2, 90]
+    # Two beads, or three droplets of different sizes, are not enough: the better-scored wins.
+    kept = dedupe_outlines(_outlines([droplet, *beads[:2]]), keep_nested=True)
+    assert 90 not in kept.r.tolist()
+    seen_through = [(170, 180, 6, 0.95), (225, 195, 12, 0.96), (200, 245, 20, 0.94)]
+    kept = dedupe_outlines(_outlines([droplet, *seen_through]), keep_nested=True)
+    assert 90 not in kept.r.tolist()
+
+
 def _ring_strip(shape: tuple[int, int], r: int) -> np.ndarray:
     """Dark-rimmed droplets of radius ``r`` in a row along the long side of a light strip."""
     img = np.full(shape, 200, np.uint8)

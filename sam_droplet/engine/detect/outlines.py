@@ -36,6 +36,10 @@ _CLEAR = 0.8  # an outline scoring this keeps the droplets seen through it (see 
 # share of its outline must lie on one circle (see _fit_refit).
 _PAST_SUPPORT = 0.8
 _PAST_AGREEMENT = 0.85
+# An outline holding this many outlines of one size (radii within this coefficient of variation)
+# carries them: see dedupe_outlines.
+_CARRIED_MIN = 3
+_CARRIED_CV = 0.1
 
 
 def outline_quality(
@@ -365,6 +369,22 @@ def _clear_and_round(outlines: Outlines, params: DetectionParams) -> np.ndarray:
     return (outlines.support >= _PAST_SUPPORT) & (circle_agreement(xs, ys) >= _PAST_AGREEMENT)
 
 
+def _carries_objects(container: np.ndarray, object_r: np.ndarray, n: int) -> np.ndarray:
+    """Which of ``n`` outlines hold at least ``_CARRIED_MIN`` outlines of one size (radii within a
+    ``_CARRIED_CV`` coefficient of variation): beads or cells it carries, not droplets seen
+    through it (a polydisperse population).
+
+    Args:
+        container, object_r: for each outline lying inside a larger one, that one's index and its
+            own radius.
+    """
+    k = np.bincount(container, minlength=n).astype(np.float64)
+    mean = np.bincount(container, weights=object_r, minlength=n) / np.maximum(k, 1)
+    square = np.bincount(container, weights=object_r * object_r, minlength=n) / np.maximum(k, 1)
+    cv = np.sqrt(np.maximum(square - mean * mean, 0.0)) / np.maximum(mean, 1e-9)
+    return (k >= _CARRIED_MIN) & (cv <= _CARRIED_CV)
+
+
 def _recentred(
     pyramid: list[np.ndarray],
     props: Proposals,
@@ -558,7 +578,8 @@ def dedupe_outlines(
     more than ``max_inside`` of either lies inside the other (an outline around a group of droplets,
     or one around part of a droplet). A small outline inside one at least twice as large is either a
     droplet seen through it or its content (a cell, a bead): with ``keep_nested``, both stay when
-    the larger is a clear outline; without it, the larger wins whatever the scores (a speck's small
+    the larger is a clear outline (``_CLEAR``) or carries three or more of one size (beads and
+    cells are of one size; a faint droplet's outline loses to a bead's sharp one otherwise); without it, the larger wins whatever the scores (a speck's small
     round outline easily scores higher than its droplet's). Either way the larger must not be mostly
     covered by what lies inside it (then it is an outline around a group of droplets). Overlaps are
     computed on the outlines' equivalent circles.
@@ -582,7 +603,8 @@ def dedupe_outlines(
     # Pairs where only the larger outline can remove the smaller (its content).
     one_way = np.zeros(len(pairs), dtype=bool)
     if keep_nested:
-        clash &= ~(small_inside & (container & (out.score >= _CLEAR))[big])
+        clear = (out.score >= _CLEAR) | _carries_objects(big[small_inside], np.minimum(r1, r2)[small_inside], n)
+        clash &= ~(small_inside & (container & clear)[big])
     else:
         one_way = clash & small_inside & container[big]
     rivals: list[list[int]] = [[] for _ in range(n)]
