@@ -45,11 +45,15 @@ Detection runs in three steps.
    or dark) is chosen once per image, on the best proposals. Under the rim model a bright proposal
    (a droplet's lens-bright core) is also proposed 1.5 times larger, so the rays reach the rim of
    small droplets; and a proposal that found edges on few rays is tried again 1.4 times larger.
+   Under the rim model a proposal still without an outline is fitted once more taking rims past
+   the first dark band on each ray (a droplet carrying beads or cells, whose rays cross them
+   first), and kept only when its edge is clear on most rays and lies on one circle.
 
 3. **One outline per droplet**: non-maximum suppression of overlapping outlines by score, then the
    rules of :func:`sam_droplet.engine.instances.resolve_overlaps` (contact lines between touching
    droplets, gaps between packed droplets, clusters, nested objects). A small droplet seen through
-   a clearly outlined one at least twice its size is kept with it (``nested_droplets``).
+   a clearly outlined one at least twice its size is kept with it (``nested_droplets``), as are
+   three or more objects of one size (beads, cells) inside a fainter one.
 
 All intensities here are a normalised copy used only to find droplets; measurements use the
 original pixels (:mod:`sam_droplet.engine.measure`).

@@ -579,8 +579,9 @@ def dedupe_outlines(
     or one around part of a droplet). A small outline inside one at least twice as large is either a
     droplet seen through it or its content (a cell, a bead): with ``keep_nested``, both stay when
     the larger is a clear outline (``_CLEAR``) or carries three or more of one size (beads and
-    cells are of one size; a faint droplet's outline loses to a bead's sharp one otherwise); without it, the larger wins whatever the scores (a speck's small
-    round outline easily scores higher than its droplet's). Either way the larger must not be mostly
+    cells are of one size; a faint droplet's outline would lose to a bead's sharp one); without
+    it, the larger wins whatever the scores (a speck's small round outline easily scores higher
+    than its droplet's). Either way the larger must not be mostly
     covered by what lies inside it (then it is an outline around a group of droplets). Overlaps are
     computed on the outlines' equivalent circles.
     """
