@@ -355,18 +355,23 @@ def _fit_refit(
             sub = props.take(idx)
             past = _fit_once(pyramid, sub, cue, noise, params, past_contents=True)
             past = _recentred(pyramid, sub, past, cue, noise, params, past_contents=True)
-            past.score[~_clear_and_round(past, params)] = 0.0
+            past.score[~_clear_and_round(past)] = 0.0
             first = _keep_better(first, idx, past)
     return first.take(np.flatnonzero(_accepted(first, params)))
 
 
-def _clear_and_round(outlines: Outlines, params: DetectionParams) -> np.ndarray:
+def _clear_and_round(outlines: Outlines) -> np.ndarray:
     """Which outlines show a clear edge on most rays (``_PAST_SUPPORT``) that lies on one circle
     (``_PAST_AGREEMENT``): what a droplet found past its contents must show."""
-    angles = np.linspace(0, 2 * np.pi, params.n_rays, endpoint=False)
-    xs = outlines.ox[:, None] + outlines.radii * np.cos(angles)
-    ys = outlines.oy[:, None] + outlines.radii * np.sin(angles)
+    xs, ys = _outline_points(outlines.ox, outlines.oy, outlines.radii)
     return (outlines.support >= _PAST_SUPPORT) & (circle_agreement(xs, ys) >= _PAST_AGREEMENT)
+
+
+def _outline_points(ox: np.ndarray, oy: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, rays) points of outlines given as radii on equally spaced rays from (ox, oy), the
+    first along +x."""
+    angles = np.linspace(0, 2 * np.pi, radii.shape[1], endpoint=False)
+    return ox[:, None] + radii * np.cos(angles), oy[:, None] + radii * np.sin(angles)
 
 
 def _carries_objects(container: np.ndarray, object_r: np.ndarray, n: int) -> np.ndarray:
@@ -466,9 +471,7 @@ def _fit_once(
         # A bright-field droplet shows its rim on part of its outline at least; an outline made of
         # steps only is a speck of debris or a patch of background.
         ok &= rim_fraction >= params.min_rim_fraction
-    angles = np.linspace(0, 2 * np.pi, params.n_rays, endpoint=False)
-    xs = props.cx[:, None] + radii * np.cos(angles)
-    ys = props.cy[:, None] + radii * np.sin(angles)
+    xs, ys = _outline_points(props.cx, props.cy, radii)
     # A droplet's centre is the centroid of its outline, not the proposal's.
     cx, cy = xs.mean(axis=1), ys.mean(axis=1)
     r = np.hypot(xs - cx[:, None], ys - cy[:, None]).mean(axis=1)
