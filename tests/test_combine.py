@@ -270,7 +270,7 @@ def test_a_population_of_small_droplets_vouches_only_for_small_unsure_ones():
     kept = combine_detections([], [*small, unsure_small, unsure_large], np.full(SHAPE, 128, np.uint8))
     assert any(k is unsure_small for k in kept) and all(any(k is s for k in kept) for s in small)
     assert not any(k is unsure_large for k in kept)
-    sure_large = replace(unsure_large, score=0.9)
+    sure_large = replace(unsure_large, score=0.8)
     assert any(k is sure_large for k in combine_detections([], [*small, sure_large], np.full(SHAPE, 128, np.uint8)))
 
 
