@@ -395,12 +395,15 @@ def combine_detections(
     # whose rim stands out of the noise and that stay (counted below, once they are judged).
     model_clear, classical_clear = sum(f.score >= _MODEL_ONLY_SURE for f in found), 0
 
+    def shows_droplets_clearly() -> bool:
+        return max(model_clear, classical_clear) >= _VOUCHING
+
     def sure(inst: Instance) -> bool:
         """Whether a droplet only the model found is sure enough: its score reaches
         ``_MODEL_ONLY_SURE``, or the floor in a picture that shows droplets clearly; or it is one of
         a confident population of small droplets (a large outline is not)."""
         small = 2.0 * np.sqrt(inst.area / np.pi) < SMALL_POPULATION_PX
-        vouched = inst.score >= _MODEL_ONLY_FLOOR and max(model_clear, classical_clear) >= _VOUCHING
+        vouched = inst.score >= _MODEL_ONLY_FLOOR and shows_droplets_clearly()
         return inst.score >= _MODEL_ONLY_SURE or vouched or (small_population and small)
 
     if not classical:
@@ -435,14 +438,12 @@ def combine_detections(
         }
         # ... or one the model outlined alike, unsure as it is, of a size with a clear population.
         alike = {i for pairs in twins for i, _ in pairs}
+        # In a picture that shows few droplets clearly, a rim barely above the floor needs backing too.
+        weak_below = _FAINT if shows_droplets_clearly() else _DOUBTFUL
         for i, inst in enumerate(classical):
-            if faint[i] and i not in backed and not (i in alike and clear[_octave(inst)] >= _POPULATION):
-                keep_classical[i] = False  # a faint rim the model does not back: noise
-        if max(model_clear, classical_clear) < _VOUCHING:
-            # A picture that shows few droplets clearly: a rim barely above the floor needs backing too.
-            for i, inst in enumerate(classical):
-                if inst.contrast is not None and inst.contrast < _DOUBTFUL and i not in backed:
-                    keep_classical[i] = False
+            weak = inst.contrast is not None and inst.contrast < weak_below
+            if weak and i not in backed and not (i in alike and clear[_octave(inst)] >= _POPULATION):
+                keep_classical[i] = False  # a weak rim the model does not back: noise
         dropped.extend(c for c, k in zip(classical, keep_classical, strict=True) if not k)
     else:
         classical_clear = len(classical) - sum(faint)
