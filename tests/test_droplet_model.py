@@ -401,6 +401,33 @@ def test_a_coarse_patch_tiled_by_finer_droplets_gives_way_to_them():
     assert kept == [patch, seen_through]
 
 
+def test_a_ragged_piece_inside_a_larger_droplet_is_not_a_droplet():
+    """Beads inside a large droplet cut its foreground into ragged pieces that a finer level takes
+    for droplets it is sure of (generated large droplets with contents, seeds 15 and 51: one was
+    reported). Inside a droplet less than 2.5 times its size, only a round one stays: a droplet seen
+    through another."""
+    from sam_droplet.engine.detect.learned import _convexity, _judge_levels
+
+    host = _disk(200, 200, 120)
+    ragged = _disk(190, 200, 60, score=0.9)
+    for bx, by in ((250, 200), (190, 140), (140, 215), (200, 258)):  # beads bite into its edge
+        yy, xx = np.mgrid[ragged.y0 : ragged.y1, ragged.x0 : ragged.x1]
+        ragged.mask &= np.hypot(yy - by, xx - bx) > 18
+    assert _convexity(ragged.mask) < 0.9
+    round_inside = _disk(200, 200, 60, score=0.9)
+    assert _judge_levels([[], [ragged], [host]], (400, 400)) == [host]
+    assert _judge_levels([[], [round_inside], [host]], (400, 400)) == [host, round_inside]
+
+
+def test_a_droplet_cut_by_the_border_is_not_reported_as_a_piece_of_its_contents():
+    """Generated large droplets with contents, seed 51: a ragged piece of the droplet the border
+    cuts, among its beads, was reported as a droplet beside the two the picture shows."""
+    scene = synthetic.large_droplets_with_contents(seed=51).image
+    result = sd.segment(scene.image, detector="combined")
+    m = match_instances(scene.labels, result.labels)
+    assert m.fp == 0 and m.fn == 0, (m.tp, m.fp, m.fn)
+
+
 # -- training ------------------------------------------------------------------------------------
 
 

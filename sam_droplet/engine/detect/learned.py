@@ -703,8 +703,15 @@ def _judge_levels(found: list[list[Instance]], shape: tuple[int, int]) -> list[I
     A droplet is judged at the level where its size is one the network knows. Inside a droplet
     found at a coarser level, a finer level sees only its interior's texture, magnified: what it
     finds there (mostly covered by a droplet 2.5 times its size) is dropped, unless the model is
-    sure of it (score ``_CONFIDENT``). And when finer droplets tile the coarse one (a packed
-    monolayer seen at a coarse level is one bright patch), the patch goes and its droplets stay."""
+    sure of it (score ``_CONFIDENT``). What it finds mostly inside a droplet 1.5 to 2.5 times its
+    size (one of at least twice its area, so not the same droplet seen at two levels) must be round
+    (``_ROUND``), as a droplet seen through another is: beads or cells inside a large droplet cut
+    its foreground into ragged pieces, which a finer level, seeing them at a size it knows, takes
+    for droplets 0.8-0.9 sure (generated large droplets with contents, seeds 15 and 51: a ragged
+    piece of a droplet the border cuts was reported). A smaller one is too coarsely pixelled to be
+    judged round, and the score rule takes it. And when finer droplets tile the coarse one (a
+    packed monolayer seen at a coarse level is one bright patch), the patch goes and its droplets
+    stay."""
     owner = np.zeros(shape, np.float32)  # diameter of the coarser droplet covering each pixel
     out: list[Instance] = []
     for k in reversed(range(len(found))):
@@ -715,6 +722,9 @@ def _judge_levels(found: list[list[Instance]], shape: tuple[int, int]) -> list[I
             under = owner[inst.y0 : inst.y1, inst.x0 : inst.x1][inst.mask]
             inside = np.count_nonzero(under >= 2.5 * diameter) > 0.5 * inst.area
             if inside and inst.score < _CONFIDENT:
+                continue
+            within = np.count_nonzero(under >= 1.5 * diameter) > 0.5 * inst.area
+            if within and not inside and _convexity(inst.mask) < _ROUND:
                 continue
             if k and _tiled(inst, finer):
                 continue
