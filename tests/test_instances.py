@@ -40,6 +40,18 @@ def test_cluster_of_droplets_goes():
     assert report.cluster == 1 and len(kept) == 3 and blob not in kept
 
 
+def test_a_piece_of_a_droplet_and_the_beads_it_carries_are_no_cluster():
+    """A detector's piece of a large droplet covering 47 % of it, with the beads the droplet carries
+    adding the rest of half: no group of droplets, so the droplet stays (generated large droplets
+    with contents, seed 76: it went as a cluster, and its beads were reported as droplets)."""
+    droplet = disk_instance(100, 100, 60)
+    piece = disk_instance(100, 85, 60 * np.sqrt(0.47))
+    beads = [disk_instance(100 + dx, 140, 6, score=0.95) for dx in (-30, -15, 0, 15, 30)]
+    assert (piece.area + sum(b.area for b in beads)) >= 0.5 * droplet.area
+    kept, report = resolve_overlaps([droplet, piece, *beads])
+    assert report.cluster == 0 and kept == [droplet]
+
+
 def test_gap_between_packed_droplets_goes():
     r = 20.0
     d = 2 * r / np.sqrt(3)  # three mutually touching droplets around (100, 100)

@@ -29,13 +29,11 @@ import cv2
 import numpy as np
 from scipy import ndimage, stats
 
-from .instances import Instance, convex_hull_mask, convex_hull_points, fill_holes
+from .instances import CARRIER_RATIO, Instance, convex_hull_mask, convex_hull_points, fill_holes
 
 __all__ = ["absorb_enclosed", "count_contents", "enclosed_droplets", "free_contents", "gathered_in_droplets"]
 
 _MIN_PIECES_FOR_TYPICAL = 5
-# How many times an object's diameter a droplet must be to carry it.
-CARRIER_RATIO = 2.5
 
 
 def _robust_sd(values: np.ndarray) -> float:

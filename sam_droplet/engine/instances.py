@@ -18,6 +18,7 @@ from pycocotools import mask as coco_mask
 from scipy import ndimage as ndi
 
 __all__ = [
+    "CARRIER_RATIO",
     "Instance",
     "ResolveReport",
     "convex_hull_mask",
@@ -30,6 +31,11 @@ __all__ = [
     "paint_labels",
     "resolve_overlaps",
 ]
+
+# How many times an object's diameter a droplet must be to carry it (a bead, a cell): such an
+# object inside a droplet is its contents (:mod:`sam_droplet.engine.contents`), not a droplet
+# beside others.
+CARRIER_RATIO = 2.5
 
 
 @dataclass
@@ -265,7 +271,8 @@ def resolve_overlaps(
     2. Gaps: a mask with at least ``gap_fraction`` of its area under two or more masks twice its
        size is the space between droplets: it goes.
     3. Clusters: a mask that contains two or more other masks covering at least ``cluster_fill`` of
-       it is a group of droplets, not one: it goes.
+       it is a group of droplets, not one: it goes. Masks small enough for the largest of them to
+       carry (``CARRIER_RATIO``) do not count: they are its contents or specks.
     4. Nested: a mask contained in exactly one larger mask (a cell or a reflection inside a droplet)
        goes; the container stays. With ``keep_nested`` (droplets seen through larger droplets, as
        the detector reports them) both stay, and the nested one keeps the pixels they share.
@@ -331,7 +338,11 @@ def resolve_overlaps(
             parents.setdefault(small, []).append(big)
     for big, kids in children.items():
         # Several droplets that fill most of a larger mask make it a cluster; a few specks inside
-        # a large droplet do not.
+        # a large droplet do not, nor does one droplet with specks: objects small enough for the
+        # largest of them to carry are no droplets of the group (a piece of a large droplet
+        # covering 47 % of it and the beads the droplet carries: generated large droplets with
+        # contents, seed 76).
+        kids = [k for k in kids if CARRIER_RATIO**2 * areas[k] >= areas[kids].max()]
         if len(kids) >= 2 and alive[big] and areas[kids].sum() >= cluster_fill * areas[big]:
             alive[big] = False
             reasons["cluster"] += 1
