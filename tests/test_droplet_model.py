@@ -404,7 +404,7 @@ def test_a_coarse_patch_tiled_by_finer_droplets_gives_way_to_them():
 def test_a_ragged_piece_inside_a_larger_droplet_is_not_a_droplet():
     """Beads inside a large droplet cut its foreground into ragged pieces that a finer level takes
     for droplets it is sure of (generated large droplets with contents, seeds 15 and 51: one was
-    reported). Inside a droplet less than 2.5 times its size, only a round one stays: a droplet seen
+    reported). Inside a droplet 1.5 to 2.5 times its size, only a round one stays: a droplet seen
     through another."""
     from sam_droplet.engine.detect.learned import _convexity, _judge_levels
 
