@@ -342,7 +342,8 @@ def resolve_overlaps(
         # largest of them to carry are no droplets of the group (a piece of a large droplet
         # covering 47 % of it and the beads the droplet carries: generated large droplets with
         # contents, seed 76).
-        kids = [k for k in kids if CARRIER_RATIO**2 * areas[k] >= areas[kids].max()]
+        largest = areas[kids].max()
+        kids = [k for k in kids if CARRIER_RATIO**2 * areas[k] >= largest]
         if len(kids) >= 2 and alive[big] and areas[kids].sum() >= cluster_fill * areas[big]:
             alive[big] = False
             reasons["cluster"] += 1
