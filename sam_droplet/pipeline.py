@@ -571,7 +571,8 @@ class Engine:
         info: dict[str, Any] = {"name": detector}
         raw: list[Any] = []
         resolved: dict[str, int] = {}
-        annotations = shared_annotation_mask(image.gray)  # both detectors leave them out: found once
+        # Both detectors leave them out: found once, in colour where the picture has it.
+        annotations = shared_annotation_mask(image.gray, image.pixels)
 
         def by_classical() -> Any:
             t0 = time.perf_counter()

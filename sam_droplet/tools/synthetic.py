@@ -570,20 +570,33 @@ def noise_only(
     return SyntheticImage(image, np.zeros(shape, np.uint16), np.zeros((0, 2)), np.zeros(0), "noise_only")
 
 
-def _burn_in(rgb8: np.ndarray, rng: np.random.Generator) -> None:
-    """Burn a timestamp and a scale bar with its label into an 8-bit picture, as cameras do: white
-    with a black outline, in two corners. They are not droplets."""
+# How acquisition software draws its annotations: white or a pure colour, edged in black or not.
+_ANNOTATION_COLOURS = ((255, 255, 255), (255, 255, 0), (255, 0, 0), (0, 255, 0), (0, 0, 0))
+
+
+def _burn_in(rgb8: np.ndarray, rng: np.random.Generator, varied: bool = True) -> None:
+    """Burn a timestamp and a scale bar with its label into an 8-bit picture, as cameras do, in two
+    corners. They are not droplets. White with a black outline; ``varied``: white, yellow, red,
+    green or black, with a black (or, for black, white) outline or none, drawn after the
+    timestamp so the rest of the picture is the same either way."""
     import cv2
 
     h, w = rgb8.shape[:2]
     size = max(0.6, w / 1600 * 1.6)
     stamp = f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}.{rng.integers(0, 1000):03d}"
+    colour, edge = (255, 255, 255), (0, 0, 0)
+    if varied:
+        colour = _ANNOTATION_COLOURS[int(rng.integers(len(_ANNOTATION_COLOURS)))]
+        edge = None if rng.random() < 0.5 else ((255, 255, 255) if colour == (0, 0, 0) else (0, 0, 0))
+    bar_px = max(4, h // 120)
     for text, (x, y) in ((stamp, (int(0.02 * w), int(0.06 * h))), ("100 um", (int(0.8 * w), int(0.93 * h)))):
-        cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), int(4 * size) + 2, cv2.LINE_AA)
-        cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), int(2 * size), cv2.LINE_AA)
-    bar = (int(0.8 * w), int(0.95 * h), int(0.8 * w) + int(0.12 * w), int(0.95 * h) + max(4, h // 120))
-    cv2.rectangle(rgb8, bar[:2], bar[2:], (0, 0, 0), max(4, h // 120) // 2 + 2)
-    cv2.rectangle(rgb8, bar[:2], bar[2:], (255, 255, 255), -1)
+        if edge is not None:
+            cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, edge, int(4 * size) + 2, cv2.LINE_AA)
+        cv2.putText(rgb8, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, colour, int(2 * size), cv2.LINE_AA)
+    bar = (int(0.8 * w), int(0.95 * h), int(0.8 * w) + int(0.12 * w), int(0.95 * h) + bar_px)
+    if edge is not None:
+        cv2.rectangle(rgb8, bar[:2], bar[2:], edge, bar_px // 2 + 2)
+    cv2.rectangle(rgb8, bar[:2], bar[2:], colour, -1)
 
 
 def touching_pair(
@@ -591,9 +604,14 @@ def touching_pair(
     r_range: tuple[float, float] = (125.0, 385.0),
     noise: float = 0.03,
     seed: int = 0,
+    annotation: str = "varied",
 ) -> SyntheticImage:
     """Two large bright-field droplets pressed together (a flat contact a few percent of their
-    size), with a burnt-in timestamp and scale bar, over a mildly textured background."""
+    size), with a burnt-in timestamp and scale bar, over a mildly textured background.
+
+    ``annotation``: ``"varied"``, drawn in a colour chosen per picture (see :func:`_burn_in`), or
+    ``"white"``, white edged in black in every picture (the pictures the shipped droplet model was
+    trained on)."""
     rng = np.random.default_rng(seed)
     h, w = shape
     r1 = rng.uniform(*r_range)
@@ -618,7 +636,9 @@ def touching_pair(
     nearer_2 = np.hypot(xx - c2[0], yy - c2[1]) / r2 < np.hypot(xx - c1[0], yy - c1[1]) / r1
     labels[both] = np.where(nearer_2[both], 2, 1)
     image = _finish(canvas, shape, 0.15, 0.0, True, np.uint8, rng)
-    _burn_in(image, rng)
+    if annotation not in ("varied", "white"):
+        raise ValueError(f"annotation must be 'varied' or 'white', got {annotation!r}")
+    _burn_in(image, rng, varied=annotation == "varied")
     return _relabel(image, labels, centers, radii, "touching_pair")
 
 

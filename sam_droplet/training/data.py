@@ -159,6 +159,9 @@ def generated_images(count: int, seed: int = 0, kinds: Iterable[str] = GENERATED
             img = synthetic.high_magnification(
                 noise=float(rng.uniform(0.02, 0.1)), correlation_px=float(rng.uniform(0, 2)), seed=s
             )
+        elif kind == "touching_pair":
+            # White annotations: the recipe the shipped weights were trained on (reproducible).
+            img = synthetic.touching_pair(seed=s, annotation="white")
         else:
             img = synthetic.EVALUATION_SETS[kind](seed=s)
         gray = img.image.astype(np.float32)

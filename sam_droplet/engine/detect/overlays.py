@@ -1,13 +1,15 @@
 """Burnt-in annotations: timestamps, scale bars and their labels drawn into the picture.
 
 Cameras and acquisition software draw them in the picture's brightest (or darkest) value, often
-edged in the other, so they read on any background. Their glyphs ("0", "6", "8", "o") are closed, round and
-high-contrast: the detector takes them for droplets. They are found by what only such graphics
+edged in the other, so they read on any background; or in a pure colour (yellow, red, green),
+which reaches the file's white in one channel at least, whatever its luminance, so bright strokes
+are sought in each pixel's brightest channel. Their glyphs ("0", "6", "8", "o") are closed, round
+and high-contrast: the detector takes them for droplets. They are found by what only such graphics
 have: thin strokes at exactly the picture's brightest value (or, in a picture whose brightest
-value is the file's white or black, near it: a JPEG blurs the strokes) that form a line of glyphs
-(three or more of one height on one baseline) or a bar (a thin filled rectangle), with the strokes
-around them, in a compact group or a strip across the picture. Saturated droplets, beads,
-highlights and foam films are neither.
+value is the file's white or black or just short of white, near it: a JPEG, or resampling, blurs
+the strokes) that form a line of glyphs (three or more of one height on one baseline) or a bar (a
+thin filled rectangle), with the strokes around them, in a compact group or a strip across the
+picture. Saturated droplets, beads, highlights and foam films are neither.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ _STRIP_SHARE = 0.1  # ... or lies in a strip this share of its height (a line of
 # JPEG timestamp, are found whole (0.1 found part of the latter).
 _SATURATED = (0.0, 255.0, 65535.0)
 _LOSSY_BAND = 0.2
+# A picture smoothed after the annotation was drawn (resampled, or blurred by 1.5 px) keeps its
+# strokes' cores just short of white: a brightest value within _NEAR_WHITE of the file's white is
+# taken for white that was smoothed.
+_NEAR_WHITE = 0.02
 # An info bar: a band across the picture's top or bottom edge in the file's extreme value, with the
 # camera's text in it. Its rows are mostly at the extreme (a line of text covers at most about
 # half of a row: _BAR_GROUND), a picture's rows are not; it is at least a line of text high
@@ -67,15 +73,23 @@ def _text_lines(ids: np.ndarray, stats: np.ndarray) -> np.ndarray:
     return np.array(sorted(out), dtype=ids.dtype)
 
 
-def annotation_mask(gray: np.ndarray) -> np.ndarray | None:
+def annotation_mask(gray: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray | None:
     """Pixels of burnt-in text and scale bars (the strokes and their outline) and of a camera's
-    info bar (its whole rows), or None if none: white annotations, and black ones (dark text on a
-    light info bar).
+    info bar (its whole rows), or None if none: white or coloured annotations, and black ones (dark
+    text on a light info bar).
 
     Args:
         gray: HxW intensities as read (the extremes must be the file's own values).
+        colour: the picture's HxWx3 pixels as read, when it has colour: bright strokes are sought in
+            each pixel's brightest channel, where yellow or red text reaches the file's white as
+            white text does (its luminance is a mid grey that the picture's own light outshines).
     """
-    found = [m for f in (_strokes_at_max, _info_bar) for m in (f(gray), f(-gray)) if m is not None]
+    brightest = gray if colour is None or colour.ndim != 3 else colour.max(axis=2).astype(np.float32)
+    found = [
+        m
+        for m in (_strokes_at_max(brightest), _strokes_at_max(-gray), _info_bar(gray), _info_bar(-gray))
+        if m is not None
+    ]
     if not found:
         return None
     return np.logical_or.reduce(found) if len(found) > 1 else found[0]
@@ -119,14 +133,23 @@ def _info_bar(gray: np.ndarray) -> np.ndarray | None:
     return mask
 
 
+def _file_extreme(hi: float) -> float | None:
+    """The file's extreme value that a picture's brightest value ``hi`` is (or is just short of,
+    smoothed), or None."""
+    if hi in _SATURATED:
+        return hi
+    return next((white for white in _SATURATED[1:] if (1.0 - _NEAR_WHITE) * white <= hi < white), None)
+
+
 def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     """:func:`annotation_mask` for annotations drawn in the picture's brightest value."""
     hi = float(gray.max())
     if hi <= float(gray.min()):
         return None
-    if hi in _SATURATED:
+    extreme = _file_extreme(hi)
+    if extreme is not None:
         typical = _typical(gray)
-        strokes = (gray >= hi - _LOSSY_BAND * (hi - typical)).astype(np.uint8)
+        strokes = (gray >= extreme - _LOSSY_BAND * (extreme - typical)).astype(np.uint8)
     else:
         strokes = (gray == hi).astype(np.uint8)
     if not strokes.any():
@@ -170,7 +193,7 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
     return cv2.dilate(mask, np.ones((7, 7), np.uint8)) > 0
 
 
-def shared_annotation_mask(gray: np.ndarray) -> Callable[[], np.ndarray | None]:
+def shared_annotation_mask(gray: np.ndarray, colour: np.ndarray | None = None) -> Callable[[], np.ndarray | None]:
     """:func:`annotation_mask` of ``gray``, computed on the first call only (thread-safe): the
     combined detector's two halves each leave the annotations out, in two threads, and the mask
     costs about 70 ms of a 2200x1700 picture."""
@@ -180,7 +203,7 @@ def shared_annotation_mask(gray: np.ndarray) -> Callable[[], np.ndarray | None]:
     def get() -> np.ndarray | None:
         with lock:
             if not done:
-                done.append(annotation_mask(gray))
+                done.append(annotation_mask(gray, colour))
             return done[0]
 
     return get
