@@ -577,8 +577,8 @@ _ANNOTATION_COLOURS = ((255, 255, 255), (255, 255, 0), (255, 0, 0), (0, 255, 0),
 def _burn_in(rgb8: np.ndarray, rng: np.random.Generator, varied: bool = True) -> None:
     """Burn a timestamp and a scale bar with its label into an 8-bit picture, as cameras do, in two
     corners. They are not droplets. White with a black outline; ``varied``: white, yellow, red,
-    green or black, with a black (or, for black, white) outline or none, drawn after the
-    timestamp so the rest of the picture is the same either way."""
+    green or black, with a black (or, for black, white) outline or none. The style is drawn from
+    ``rng`` after the timestamp's digits, so the picture beneath is the same either way."""
     import cv2
 
     h, w = rgb8.shape[:2]
@@ -612,6 +612,8 @@ def touching_pair(
     ``annotation``: ``"varied"``, drawn in a colour chosen per picture (see :func:`_burn_in`), or
     ``"white"``, white edged in black in every picture (the pictures the shipped droplet model was
     trained on)."""
+    if annotation not in ("varied", "white"):
+        raise ValueError(f"annotation must be 'varied' or 'white', got {annotation!r}")
     rng = np.random.default_rng(seed)
     h, w = shape
     r1 = rng.uniform(*r_range)
@@ -636,8 +638,6 @@ def touching_pair(
     nearer_2 = np.hypot(xx - c2[0], yy - c2[1]) / r2 < np.hypot(xx - c1[0], yy - c1[1]) / r1
     labels[both] = np.where(nearer_2[both], 2, 1)
     image = _finish(canvas, shape, 0.15, 0.0, True, np.uint8, rng)
-    if annotation not in ("varied", "white"):
-        raise ValueError(f"annotation must be 'varied' or 'white', got {annotation!r}")
     _burn_in(image, rng, varied=annotation == "varied")
     return _relabel(image, labels, centers, radii, "touching_pair")
 

@@ -197,9 +197,9 @@ def _strokes_at_max(gray: np.ndarray) -> np.ndarray | None:
 
 
 def shared_annotation_mask(gray: np.ndarray, colour: np.ndarray | None = None) -> Callable[[], np.ndarray | None]:
-    """:func:`annotation_mask` of ``gray``, computed on the first call only (thread-safe): the
-    combined detector's two halves each leave the annotations out, in two threads, and the mask
-    costs about 70 ms of a 2200x1700 picture."""
+    """:func:`annotation_mask` of ``gray`` (and ``colour``), computed on the first call only
+    (thread-safe): the combined detector's two halves each leave the annotations out, in two
+    threads, and the mask costs about 70 ms of a 2200x1700 picture."""
     lock = threading.Lock()
     done: list[np.ndarray | None] = []
 
