@@ -723,8 +723,9 @@ def _judge_levels(found: list[list[Instance]], shape: tuple[int, int]) -> list[I
             inside = np.count_nonzero(under >= 2.5 * diameter) > 0.5 * inst.area
             if inside and inst.score < _CONFIDENT:
                 continue
-            within = np.count_nonzero(under >= 1.5 * diameter) > 0.5 * inst.area
-            if within and not inside and _convexity(inst.mask) < _ROUND:
+            # Only what is not already inside a droplet 2.5 times its size, and only then the hull.
+            within = not inside and np.count_nonzero(under >= 1.5 * diameter) > 0.5 * inst.area
+            if within and _convexity(inst.mask) < _ROUND:
                 continue
             if k and _tiled(inst, finer):
                 continue
