@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .engine.border import trim_border_leaks
 from .engine.contents import absorb_enclosed, count_contents, enclosed_droplets, free_contents, gathered_in_droplets
 from .engine.detect import APPEARANCES, DetectionParams, detect_droplets
 from .engine.detect.learned import TWICE_SIZE_MAX_PX
@@ -509,6 +510,8 @@ class Engine:
             details["resolved"] = report.as_dict()
 
         t0 = time.perf_counter()
+        # Before the border filter judges them: an outline leaking onto the border is not a cut droplet.
+        raw = trim_border_leaks(raw, image.gray.shape)
         droplets = measure_droplets(raw, image.gray, options.um_per_px, check)
         timing["measure"] = (time.perf_counter() - t0) * 1000
         if check:
