@@ -615,7 +615,7 @@ class Engine:
             )
             raw, resolved = detection.instances, detection.resolve.as_dict()
         if detector in ("net", "combined"):
-            from .engine.detect.combine import combine_detections
+            from .engine.detect.combine import combine_detections, seen_through_confirmed
             from .engine.detect.learned import off_the_border, sharpen_outlines
 
             t0 = time.perf_counter()
@@ -625,8 +625,10 @@ class Engine:
             if detector == "combined":
                 # Where both found a droplet, the outlines more of whose length lies on an image
                 # edge stay (classical on a tie); the model adds what the classical one missed, and
-                # what only the classical one found goes where the model sees background.
-                found, _ = resolve_overlaps(found, check=check)
+                # what only the classical one found goes where the model sees background. The
+                # droplets the model saw through a large one both detectors found stay.
+                seen_through = seen_through_confirmed(raw)
+                found, _ = resolve_overlaps(found, keep_nested=nested, seen_through=seen_through, check=check)
                 vetoed: list[Any] = []
                 model_found = {id(inst) for inst in found}
                 found = combine_detections(raw, found, image.gray, *maps, vetoed=vetoed, check=check)

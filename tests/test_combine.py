@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import sam_droplet as sd
-from sam_droplet.engine.detect.combine import combine_detections
+from sam_droplet.engine.detect.combine import combine_detections, seen_through_confirmed
 from sam_droplet.engine.instances import Instance
 from sam_droplet.settings import EngineSettings
 from sam_droplet.tools import synthetic
@@ -383,3 +383,25 @@ def test_a_droplet_the_model_sees_over_a_larger_ones_rim_is_not_covered_by_that_
     # Where the model did not outline the large droplet alike, the classical outline covers it.
     model_other = replace(_instance(_ellipse(120, 100, 30, 30)), score=0.95)
     assert model_small not in combine_detections(classical, [model_other, model_small], gray, foreground)
+
+
+def test_a_droplet_is_seen_through_a_large_one_only_where_both_detectors_found_that_one():
+    """The model's droplets inside a large one stay when the large one is 2.5 times their diameter
+    and the classical detector outlined it alike (emulsion_gt IMG_160: droplets seen through a dark
+    out-of-focus droplet were all dropped); a blob only the model saw is no droplet to see through."""
+    large = _instance(_ellipse(150, 100, 90, 90))
+    small, half = _instance(_ellipse(120, 100, 20, 20)), _instance(_ellipse(170, 100, 40, 40))
+    confirmed = seen_through_confirmed([replace(large, mask=_ellipse(150, 100, 88, 88)[10:191, 60:241])])
+    assert confirmed(large, small) and not confirmed(large, half)
+    assert not seen_through_confirmed([small])(large, small)
+    assert not seen_through_confirmed([])(large, small)
+
+
+def test_a_blob_the_model_alone_saw_over_a_field_of_droplets_does_not_swallow_them():
+    """Generated condensation, seed 84 (fresh): the model saw a blob 458 px across over hundreds of
+    droplets 15-34 px across. Kept as a droplet to see them through, it took them for its contents
+    and the picture lost every droplet; the classical detector found no such droplet, so it is not one."""
+    scene = synthetic.condensation(seed=84)
+    result = sd.segment(scene.image, sd.Engine.start(EngineSettings(segmenter="classical")))
+    m = match_instances(scene.labels, result.labels)
+    assert m.f1 >= 0.98, (m.f1, m.tp, m.fp, m.fn)

@@ -31,6 +31,22 @@ def test_nested_object_inside_a_droplet_goes():
     assert report.nested == 1 and kept == [droplet]
 
 
+def test_nested_droplets_stay_only_where_seen_through_says_so():
+    """With ``seen_through`` (the droplet model's droplets before the detectors are combined), a
+    nested droplet stays only where it holds for its container."""
+    container = disk_instance(100, 100, 80)
+    seen_through = disk_instance(70, 100, 20)  # a quarter of its diameter
+    inner_outline = disk_instance(130, 100, 40)  # half its diameter
+    kept, report = resolve_overlaps(
+        [container, seen_through, inner_outline],
+        keep_nested=True,
+        seen_through=lambda large, small: large.area >= 2.5**2 * small.area,
+    )
+    assert report.nested == 1 and seen_through in kept and inner_outline not in kept and container in kept
+    kept, _ = resolve_overlaps([disk_instance(100, 100, 80), disk_instance(130, 100, 40)], keep_nested=True)
+    assert len(kept) == 2  # without it, every nested droplet stays
+
+
 def test_cluster_of_droplets_goes():
     parts = [disk_instance(40 + 22 * i, 50, 10) for i in range(3)]
     union = paint_labels(parts, (100, 120)) > 0

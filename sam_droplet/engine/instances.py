@@ -261,6 +261,7 @@ def resolve_overlaps(
     cluster_fill: float = 0.5,
     min_area: int = 4,
     keep_nested: bool = False,
+    seen_through: Callable[[Instance, Instance], bool] | None = None,
     check: Callable[[str], None] | None = None,
 ) -> tuple[list[Instance], ResolveReport]:
     """Make every object count once and give every pixel to at most one droplet.
@@ -275,7 +276,8 @@ def resolve_overlaps(
        carry (``CARRIER_RATIO``) do not count: they are its contents or specks.
     4. Nested: a mask contained in exactly one larger mask (a cell or a reflection inside a droplet)
        goes; the container stays. With ``keep_nested`` (droplets seen through larger droplets, as
-       the detector reports them) both stay, and the nested one keeps the pixels they share.
+       the detector reports them) both stay, and the nested one keeps the pixels they share
+       (with ``seen_through``, only where ``seen_through(container, nested)`` holds).
     5. Remaining partial overlaps: between two droplets with centre and radius, each shared pixel
        goes to the droplet it is relatively closer to (the contact line of touching disks);
        otherwise to the higher score.
@@ -348,7 +350,9 @@ def resolve_overlaps(
             alive[big] = False
             reasons["cluster"] += 1
     for small, bigs in parents.items():
-        if not keep_nested and alive[small] and any(alive[b] for b in bigs):
+        containers = [b for b in bigs if alive[b]]
+        stays = keep_nested and all(seen_through is None or seen_through(items[b], items[small]) for b in containers)
+        if alive[small] and containers and not stays:
             alive[small] = False
             reasons["nested"] += 1
 

@@ -86,11 +86,11 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from ..instances import Instance, mask_intersection, mask_iou, paint_labels
+from ..instances import CARRIER_RATIO, Instance, mask_intersection, mask_iou, paint_labels
 from .learned import SMALL_POPULATION_PX, foreground_level, has_small_droplets
 from .normalize import normalize_intensity
 
-__all__ = ["combine_detections"]
+__all__ = ["combine_detections", "seen_through_confirmed"]
 
 _T = TypeVar("_T")
 _CHECK_EVERY = 1024  # droplets or groups judged between two calls of ``check`` (a fraction of a second)
@@ -167,6 +167,33 @@ _DOUBTFUL = 2.0
 # A model droplet held inside a classical one is under this share of the area (half the diameter)
 # of the model's largest droplet there: what a droplet carries, or a droplet seen through it.
 _HELD_AREA = 0.25
+
+
+def seen_through_confirmed(classical: list[Instance]) -> Callable[[Instance, Instance], bool]:
+    """Whether a model droplet inside another is seen through it (for the model's own overlap
+    resolution before combining, ``resolve_overlaps(seen_through=...)``): the other is
+    ``CARRIER_RATIO`` times its diameter and the classical detector outlined it alike (``_SAME``).
+
+    Two detectors that work differently then saw the large droplet (emulsion_gt IMG_160: a dark
+    out-of-focus droplet over a third of the picture, with sharp droplets seen through it). A blob
+    the model alone saw over a field of droplets (generated condensation, seed 84: 458 px over
+    hundreds of droplets 15-34 px across) is not a droplet to see them through.
+    """
+    confirmed: dict[int, bool] = {}
+
+    def outlined_alike(large: Instance) -> bool:
+        if id(large) not in confirmed:
+            confirmed[id(large)] = any(
+                c.x0 < large.x1
+                and large.x0 < c.x1
+                and c.y0 < large.y1
+                and large.y0 < c.y1
+                and mask_iou(c, large) >= _SAME
+                for c in classical
+            )
+        return confirmed[id(large)]
+
+    return lambda large, small: large.area >= CARRIER_RATIO**2 * small.area and outlined_alike(large)
 
 
 def _edge_strength(norm: np.ndarray) -> np.ndarray:
