@@ -179,18 +179,18 @@ def seen_through_confirmed(classical: list[Instance]) -> Callable[[Instance, Ins
     the model alone saw over a field of droplets (generated condensation, seed 84: 458 px over
     hundreds of droplets 15-34 px across) is not a droplet to see them through.
     """
+    boxes = np.array([(c.x0, c.y0, c.x1, c.y1) for c in classical], dtype=np.int64).reshape(-1, 4)
     confirmed: dict[int, bool] = {}
 
     def outlined_alike(large: Instance) -> bool:
         if id(large) not in confirmed:
-            confirmed[id(large)] = any(
-                c.x0 < large.x1
-                and large.x0 < c.x1
-                and c.y0 < large.y1
-                and large.y0 < c.y1
-                and mask_iou(c, large) >= _SAME
-                for c in classical
+            near = (
+                (boxes[:, 0] < large.x1)
+                & (boxes[:, 2] > large.x0)
+                & (boxes[:, 1] < large.y1)
+                & (boxes[:, 3] > large.y0)
             )
+            confirmed[id(large)] = any(mask_iou(classical[i], large) >= _SAME for i in np.flatnonzero(near))
         return confirmed[id(large)]
 
     return lambda large, small: large.area >= CARRIER_RATIO**2 * small.area and outlined_alike(large)
