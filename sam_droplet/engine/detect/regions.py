@@ -23,7 +23,6 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
 _MARKER_RADII = (1, 2, 3, 5, 8, 12, 18, 27, 40, 60, 90, 135, 200, 300)
 
 
-
 def _local_max_markers(
     dist: np.ndarray, ratio: float = 0.7, floor: float = 1.0, max_radius: float | None = None
 ) -> tuple[np.ndarray, int]:
@@ -38,16 +37,20 @@ def _local_max_markers(
     vals = dist[ys, xs]
     peak = np.zeros(dist.shape, dtype=np.uint8)
     dmax = float(vals.max()) if vals.size else 0.0
+    # Candidates grouped by the radius that judges them (band k: radius k-1 < value * ratio <= k,
+    # compared in float32 as ``vals`` is), once: a boolean selection per radius would scan them all.
+    tops = np.array([r / ratio for r in _MARKER_RADII[:-1]], dtype=vals.dtype)
+    band = np.searchsorted(tops, vals, side="left").astype(np.uint8)
+    order = np.argsort(band, kind="stable")  # a radix sort on uint8
+    starts = np.concatenate([[0], np.cumsum(np.bincount(band, minlength=len(_MARKER_RADII)))])
+    ys, xs, vals = ys[order], xs[order], vals[order]
     prev = 0.0
-    for radius in _MARKER_RADII:
-        lo, hi = prev / ratio, radius / ratio
+    for k, radius in enumerate(_MARKER_RADII):
+        lo = prev / ratio
         if lo > dmax or (max_radius is not None and lo > max_radius):
             break
-        sel = vals > lo
-        if radius != _MARKER_RADII[-1]:
-            sel &= vals <= hi
-        if sel.any():
-            sy, sx, sv = ys[sel], xs[sel], vals[sel]
+        if starts[k + 1] > starts[k]:
+            sy, sx, sv = (a[starts[k] : starts[k + 1]] for a in (ys, xs, vals))
             # Only the box around the candidates (plus the window) needs the maximum filter.
             y0, y1 = max(int(sy.min()) - radius, 0), min(int(sy.max()) + 1 + radius, dist.shape[0])
             x0, x1 = max(int(sx.min()) - radius, 0), min(int(sx.max()) + 1 + radius, dist.shape[1])
