@@ -15,6 +15,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from .circles import fit_circles
 from .instances import Instance
 
 __all__ = ["fit_circle", "trim_border_leaks"]
@@ -31,20 +32,20 @@ _MAX_LEAK = 0.1  # of the droplet's area outside the circle
 def fit_circle(points: np.ndarray, rounds: int = 4) -> tuple[float, float, float, np.ndarray] | None:
     """The circle (cx, cy, r) most of ``points`` (N x 2, x then y) lie on, and which of them do.
 
-    A least-squares (Kasa) fit, refitted to the points within ``_FIT_TOLERANCE`` of the last fit,
-    so a leak's points do not pull it; None with too few points.
+    A least-squares (Kasa) fit (:func:`~sam_droplet.engine.circles.fit_circles`), refitted to the
+    points within ``_FIT_TOLERANCE`` of the last fit, so a leak's points do not pull it; None with
+    too few points.
     """
     on = np.ones(len(points), dtype=bool)
-    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    xs, ys = points[None, :, 0].astype(np.float64), points[None, :, 1].astype(np.float64)
     cx = cy = r = 0.0
     for _ in range(rounds):
         if on.sum() < _MIN_POINTS // 2:
             return None
-        a = np.column_stack([2 * x[on], 2 * y[on], np.ones(int(on.sum()))])
-        (cx, cy, c), *_ = np.linalg.lstsq(a, x[on] ** 2 + y[on] ** 2, rcond=None)
-        r = float(np.sqrt(max(c + cx * cx + cy * cy, 0.0)))
-        on = np.abs(np.hypot(x - cx, y - cy) - r) <= max(_FIT_TOLERANCE[0], _FIT_TOLERANCE[1] * r)
-    return float(cx), float(cy), r, on
+        fit_x, fit_y, fit_r, residuals = fit_circles(xs, ys, on[None])
+        cx, cy, r = float(fit_x[0]), float(fit_y[0]), float(fit_r[0])
+        on = residuals[0] <= max(_FIT_TOLERANCE[0], _FIT_TOLERANCE[1] * r)
+    return cx, cy, r, on
 
 
 def _trimmed(inst: Instance, shape: tuple[int, int]) -> Instance | None:

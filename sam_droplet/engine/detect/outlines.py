@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..circles import fit_circles
 from ..instances import Instance
 from .boundary import clear_edge, fit_boundaries, ray_levels, sample_rays, smooth_around
 from .params import Check, DetectionParams
@@ -498,23 +499,13 @@ def circle_agreement(
         points: (N, rays) which points to judge (None: all).
         iterations: fits; each after the first uses the points closest to the previous circle.
 
-    The circle is fitted algebraically (Kasa) and refitted to the 60 % of points closest to it (or
-    all within tolerance), so a droplet partly hidden behind another agrees on its visible arc.
+    The circle is fitted algebraically (Kasa, :func:`~sam_droplet.engine.circles.fit_circles`) and
+    refitted to the 60 % of points closest to it (or all within tolerance), so a droplet partly hidden behind another agrees on its visible arc.
     """
     use = np.ones(xs.shape, dtype=bool) if points is None else points
     w = use.astype(np.float64)
     for it in range(iterations):
-        sw = np.maximum(w.sum(axis=1), 1e-9)
-        mx, my = (w * xs).sum(axis=1) / sw, (w * ys).sum(axis=1) / sw
-        u, v = xs - mx[:, None], ys - my[:, None]
-        suu, svv, suv = (w * u * u).sum(1), (w * v * v).sum(1), (w * u * v).sum(1)
-        z = u * u + v * v
-        suz, svz = (w * u * z).sum(1), (w * v * z).sum(1)
-        det = np.where(np.abs(suu * svv - suv**2) > 1e-12, suu * svv - suv**2, 1e-12)
-        a = 0.5 * (suz * svv - svz * suv) / det
-        b = 0.5 * (svz * suu - suz * suv) / det
-        rc = np.sqrt(a * a + b * b + (w * z).sum(1) / sw)
-        res = np.abs(np.hypot(u - a[:, None], v - b[:, None]) - rc[:, None])
+        _, _, rc, res = fit_circles(xs, ys, w)
         tol = np.maximum(1.5, 0.05 * rc)[:, None]
         if it < iterations - 1:
             # The 60th percentile of the residuals of the points in use (np.nanpercentile is slow).
