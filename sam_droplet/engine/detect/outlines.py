@@ -500,7 +500,8 @@ def circle_agreement(
         iterations: fits; each after the first uses the points closest to the previous circle.
 
     The circle is fitted algebraically (Kasa, :func:`~sam_droplet.engine.circles.fit_circles`) and
-    refitted to the 60 % of points closest to it (or all within tolerance), so a droplet partly hidden behind another agrees on its visible arc.
+    refitted to the 60 % of points closest to it (or all within tolerance), so a droplet partly
+    hidden behind another agrees on its visible arc.
     """
     use = np.ones(xs.shape, dtype=bool) if points is None else points
     w = use.astype(np.float64)
