@@ -14,7 +14,8 @@ under (``sam-droplet-evaluate OUT/*/*``: a folder per change and set, ``original
 - ``gradient``: light falling from 100 % to 45 % across the picture.
 
 Labels follow the picture: resampled by nearest neighbour where the geometry changes, unchanged
-otherwise. Pictures are written as 8-bit PNG (16-bit ones scaled to 8 bits), labels as uint16
+otherwise. Pictures are read as the service reads them (any of its formats, alpha removed) and
+written as 8-bit PNG (16-bit ones scaled to 8 bits, float ones over their range), labels as uint16
 ``<stem>_labels.png``, in ``OUT/<change>/<set folder's name>/``.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..io.read import read_image
 from .evaluate import pairs_in, read_truth
 
 __all__ = ["SHIFTS", "main", "shift_look", "write_shifted"]
@@ -37,12 +39,13 @@ _ZOOM = 1.6
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
-    """float32 in 0-1 from an 8- or 16-bit picture (or floats already in 0-1)."""
+    """float32 in 0-1 from an 8- or 16-bit picture (a float one spread over its own range)."""
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255.0
-    return np.clip(image.astype(np.float32), 0.0, 1.0)
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    return np.nan_to_num((image.astype(np.float32) - lo) / max(hi - lo, 1e-12))
 
 
 def _eight_bit(unit: np.ndarray) -> np.ndarray:
@@ -99,7 +102,8 @@ SHIFTS: dict[str, Shift] = {
 
 
 def shift_look(image: np.ndarray, labels: np.ndarray, shift: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` (HxW or HxWx3, 8- or 16-bit) and its ``labels`` (HxW) under one of :data:`SHIFTS`.
+    """``image`` (HxW or HxWx3; 8-bit, 16-bit or float) and its ``labels`` (HxW) under one of
+    :data:`SHIFTS`.
 
     Returns the picture as uint8 and the labels as uint16; the noise is drawn from ``seed``.
     """
@@ -124,11 +128,7 @@ def write_shifted(out: Path, folders: list[Path], shifts: list[str], seed: int =
         if not pairs:
             raise SystemExit(f"{folder}: no labelled pictures (<stem>_labels.png beside <stem>.<ext>)")
         for image_path, truth_path in pairs:
-            image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise SystemExit(f"{image_path}: not a picture OpenCV can read")
-            if image.ndim == 3 and image.shape[2] == 4:
-                image = image[..., :3]
+            image = read_image(image_path).pixels  # any format the service reads, alpha removed
             labels = read_truth(truth_path, image.shape[:2])
             for shift in ["original", *shifts]:
                 if shift == "original":
@@ -137,7 +137,9 @@ def write_shifted(out: Path, folders: list[Path], shifts: list[str], seed: int =
                     picture, shifted_labels = shift_look(image, labels, shift, seed)
                 target = out / shift / folder.resolve().name
                 target.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(target / f"{image_path.stem}.png"), picture)
+                cv2.imwrite(
+                    str(target / f"{image_path.stem}.png"), picture[..., ::-1] if picture.ndim == 3 else picture
+                )
                 cv2.imwrite(str(target / f"{image_path.stem}_labels.png"), shifted_labels)
                 written[shift] = written.get(shift, 0) + 1
     return written
