@@ -81,11 +81,14 @@ def detect_droplets(
     if check:
         check("droplet proposals")
 
-    # Choose the boundary model on an even subsample of the proposals, then fit them all.
+    # Choose the boundary model on the leading proposals, then fit them all.
     models = ("rim", "bright", "dark") if params.appearance == "auto" else (params.appearance,)
     explained: dict[str, float] = {}
     if len(models) > 1 and len(props):
-        # The best-ranked proposals are the likeliest droplets: judge the models on them.
+        # The best-ranked proposals are the likeliest droplets: judge the models on them. (Round
+        # bright and dark regions all score 1.0, so these are mostly specks and lens-bright cores;
+        # the thresholds below were set on this sample. Other samples, measured and not kept:
+        # docs/detectors.md, "Measured on 2026-11-29 (night)".)
         subset = props.take(np.argsort(-props.score, kind="stable")[:_MODEL_SAMPLE])
         for model in models:
             outlines = fit_outlines(levels, subset, model, noise, params, check)
