@@ -58,6 +58,10 @@ def test_an_unknown_shift_or_mismatched_labels_are_refused(labelled):
         shift_look(image, labels, "sepia")
     with pytest.raises(ValueError, match="differ in size"):
         shift_look(image, labels[1:], "half")
+    many = labels.copy()
+    many[many > 0] += 70000  # would wrap round in a 16-bit label image
+    with pytest.raises(ValueError, match="65535"):
+        shift_look(image, many, "inverted")
     with pytest.raises(SystemExit):
         main([str(labelled / "out"), str(labelled), "--shifts", "half,sepia"])
 

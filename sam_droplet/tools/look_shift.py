@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..io.read import read_image
+from ..io.write import label_png, png_bytes
 from .evaluate import pairs_in, read_truth
 
 __all__ = ["SHIFTS", "main", "shift_look", "write_shifted"]
@@ -111,6 +112,8 @@ def shift_look(image: np.ndarray, labels: np.ndarray, shift: str, seed: int = 0)
         raise ValueError(f"unknown look shift {shift!r}; one of {', '.join(SHIFTS)}")
     if image.shape[:2] != labels.shape:
         raise ValueError(f"picture {image.shape[:2]} and labels {labels.shape} differ in size")
+    if labels.size and int(labels.max()) > 65535:
+        raise ValueError("more than 65535 labels do not fit the 16-bit label image written")
     shifted, shifted_labels = SHIFTS[shift](image, labels.astype(np.uint16), np.random.default_rng(seed))
     return _eight_bit(shifted), shifted_labels.astype(np.uint16)
 
@@ -132,15 +135,13 @@ def write_shifted(out: Path, folders: list[Path], shifts: list[str], seed: int =
             labels = read_truth(truth_path, image.shape[:2])
             for shift in ["original", *shifts]:
                 if shift == "original":
-                    picture, shifted_labels = _eight_bit(_unit(image)), labels.astype(np.uint16)
+                    picture, shifted_labels = _eight_bit(_unit(image)), labels
                 else:
                     picture, shifted_labels = shift_look(image, labels, shift, seed)
                 target = out / shift / folder.resolve().name
                 target.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(
-                    str(target / f"{image_path.stem}.png"), picture[..., ::-1] if picture.ndim == 3 else picture
-                )
-                cv2.imwrite(str(target / f"{image_path.stem}_labels.png"), shifted_labels)
+                (target / f"{image_path.stem}.png").write_bytes(png_bytes(picture))
+                (target / f"{image_path.stem}_labels.png").write_bytes(label_png(shifted_labels))
                 written[shift] = written.get(shift, 0) + 1
     return written
 

@@ -73,13 +73,12 @@ class SyntheticImage:
 
     def write(self, folder: Path, name: str) -> Path:
         """Write ``<folder>/<name>.png`` and ``<name>_labels.png`` (the evaluator's pair); the picture's path."""
-        import cv2
+        from ..io.write import label_png, png_bytes
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        pixels = self.image[..., ::-1] if self.image.ndim == 3 else self.image  # OpenCV writes BGR
-        cv2.imwrite(str(folder / f"{name}.png"), pixels)
-        cv2.imwrite(str(folder / f"{name}_labels.png"), self.labels)
+        (folder / f"{name}.png").write_bytes(png_bytes(self.image))
+        (folder / f"{name}_labels.png").write_bytes(label_png(self.labels))
         return folder / f"{name}.png"
 
 
